@@ -1,0 +1,42 @@
+# The course's commands. Setup (a .venv with everything pinned) is idempotent: it reinstalls only
+# when pyproject.toml or constraints.txt changed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8000
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup book book-fast test labs serve grade clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,grade,test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The full book: every chapter executed with the full-size training runs.
+book: setup
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# The same book with GPT_LAB_FAST=1 (tiny training runs), as the tests build it.
+book-fast: setup
+	GPT_LAB_FAST=1 $(BIN)/jupyter-book build . --path-output _build/fast -W -n --keep-going
+
+# The whole test suite, on the fast book: library, labs, grading, notebooks, browser.
+test: book-fast
+	GPT_LAB_FAST=1 GPT_LAB_BOOK_HTML=_build/fast/_build/html $(BIN)/python -m pytest
+
+labs: setup
+	$(BIN)/nbgrader generate_assignment --all --force --CourseDirectory.root=.
+
+serve:
+	$(BIN)/python -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+grade: setup
+	$(BIN)/gpt-lab grade $(LAB) $(SUBMISSIONS) $(if $(OUT),--out $(OUT))
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,142 @@
+"""Scaled dot-product attention, written out, with the masks that make it causal and padding-aware.
+
+Mask convention (the lectures'): a boolean mask is True where attention is NOT allowed, e.g.
+`causal_mask(T) = triu(ones(T, T), 1)`. Masked scores become -inf before the softmax, so their
+weights are exactly 0. (PyTorch's `F.scaled_dot_product_attention` uses the opposite convention
+for boolean masks, True = may attend; the fast path below converts.)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(Q K^T / sqrt(d_k)) V.
+
+    q: (..., T_q, d_k), k: (..., T_k, d_k), v: (..., T_k, d_v); mask: bool, broadcastable to
+    (..., T_q, T_k), True = masked. Returns `(out (..., T_q, d_v), weights (..., T_q, T_k))`.
+    The softmax runs over the key axis (the last one): each query's weights sum to 1. A query
+    whose keys are all masked gets all-zero weights and a zero output instead of NaN.
+    """
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k need the same last dimension d_k, got {tuple(q.shape)} and {tuple(k.shape)}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v need the same number of keys, got {tuple(k.shape)} and {tuple(v.shape)}")
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T_q, T_k)
+    if mask is None:
+        weights = torch.softmax(scores, dim=-1)
+    else:
+        empty = mask.all(dim=-1, keepdim=True)  # queries with nothing to attend to
+        scores = scores.masked_fill(mask, float("-inf")).masked_fill(empty, 0.0)
+        weights = torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)
+    return weights @ v, weights
+
+
+def causal_mask(T: int, T_k: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, T_k) bool, True above the diagonal: query i may not see keys after it.
+
+    With a KV cache the T queries are the last T of T_k positions, so query i sits at absolute
+    position T_k - T + i and may see keys 0..T_k - T + i.
+    """
+    T_k = T if T_k is None else T_k
+    if T <= 0 or T_k < T:
+        raise ValueError(f"need 0 < T <= T_k, got T={T}, T_k={T_k}")
+    ones = torch.ones(T, T_k, dtype=torch.bool, device=device)
+    return torch.triu(ones, diagonal=T_k - T + 1)
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T_k) 1/0 attention mask (1 = real token) -> (B, 1, 1, T_k) bool, True on padding keys."""
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be (batch, seq_len), got shape {tuple(attention_mask.shape)}")
+    return (attention_mask == 0)[:, None, None, :]
+
+
+def combined_mask(attention_mask: torch.Tensor | None, T: int, T_k: int | None = None, device=None) -> torch.Tensor:
+    """Causal OR padding: (B, 1, T, T_k) bool (or (T, T_k) without an attention mask)."""
+    device = attention_mask.device if attention_mask is not None else device
+    mask = causal_mask(T, T_k, device=device)
+    if attention_mask is None:
+        return mask
+    return mask | padding_mask(attention_mask)
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal multi-head self-attention with GPT-2's parameter layout.
+
+    `c_attn` computes Q, K and V for all heads in one matrix (n_embd -> 3 * n_embd), heads are
+    split from the channel axis, attended independently, merged, and mixed by `c_proj`.
+    `attention_fn` replaces the written-out attention (a student's function plugs in here).
+    Without weights requested and without a custom `attention_fn`, the fused PyTorch kernel runs.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
+                 attention_fn: AttentionFn | None = None):
+        super().__init__()
+        if n_embd % n_head != 0:
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        self.n_head, self.n_embd = n_head, n_embd
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.dropout = dropout
+        self.attention_fn = attention_fn
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, n_head, T, C // n_head)."""
+        B, T, C = x.shape
+        return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache=None, layer: int = 0,
+                need_weights: bool = False, is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, T, C); mask: bool, broadcastable to (B, n_head, T, T_k), True = masked.
+
+        `is_causal` tells the fused path that `mask` is exactly the square causal mask, so the
+        kernel can skip reading it.
+        With `kv_cache`, the new keys/values are appended to the cache's layer `layer` and the
+        queries attend over everything cached so far (T_k = cached + T).
+        Returns `(y (B, T, C), weights (B, n_head, T, T_k) or None)`.
+        """
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)
+        if need_weights or self.attention_fn is not None:
+            attend = self.attention_fn or scaled_dot_product_attention
+            y, weights = attend(q, k, v, mask)
+            if self.training and self.dropout > 0:  # dropout on the weights, as in GPT-2
+                y = self.attn_dropout(weights) @ v
+        else:
+            p = self.dropout if self.training else 0.0
+            if is_causal:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            else:
+                y = fused_attention(q, k, v, mask, p)
+            weights = None
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # merge heads
+        return self.resid_dropout(self.c_proj(y)), weights
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                    dropout_p: float = 0.0) -> torch.Tensor:
+    """The same attention through `F.scaled_dot_product_attention` (flash / memory-efficient kernels).
+
+    Fully masked queries get a zero output, as in the written-out version.
+    """
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    empty = mask.all(dim=-1, keepdim=True)
+    allowed = ~mask | empty  # let empty rows see everything (no NaN), then zero them
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+    return out.masked_fill(empty, 0.0)

@@ -1,0 +1,48 @@
+"""Where tensors live and how they are computed: device choice, seeding, autocast.
+
+Every notebook, chapter and test calls these three helpers, so the whole course behaves the
+same on a laptop CPU, an Apple GPU (MPS) or an NVIDIA GPU (CUDA).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+
+DEVICE_ENV = "GPT_LAB_DEVICE"
+
+
+def get_device(preferred: str | None = None) -> torch.device:
+    """Pick cuda > mps > cpu, unless `preferred` or $GPT_LAB_DEVICE names one."""
+    name = preferred or os.environ.get(DEVICE_ENV)
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"{DEVICE_ENV}/preferred asks for {name!r} but CUDA is not available")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError(f"{DEVICE_ENV}/preferred asks for {name!r} but MPS is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); return a CPU generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Mixed precision policy: bf16 autocast on CUDA, full fp32 elsewhere (CPU, MPS)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
