@@ -106,7 +106,7 @@ class TrainConfig:
     eval_interval: int = 100             # evaluate every N steps (and at the end); 0 disables
     eval_steps: int = 10                 # validation batches per evaluation
     compile: bool = False                # torch.compile the model
-    checkpoint_path: str | None = None   # save here at every evaluation and at the end
+    checkpoint_path: str | None = None   # save at every evaluation and at the end; "{step}" is filled in
     progress: bool | None = None         # tqdm bar; None: on unless $GPT_LAB_PROGRESS=0
 
 
@@ -243,7 +243,8 @@ def train(model: nn.Module, batches: BatchFn, config: TrainConfig, resume_from: 
         if config.checkpoint_path and rank == 0 and (last or (config.eval_interval and (step + 1) % config.eval_interval == 0)):
             history.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
-            save_checkpoint(config.checkpoint_path, model, optimizer, step + 1, history, config, extra)
+            path = config.checkpoint_path.format(step=step + 1)
+            save_checkpoint(path, model, optimizer, step + 1, history, config, extra)
     bar.close()
     history.seconds += time.perf_counter() - t0
     return history

@@ -1,0 +1,100 @@
+"""Training throughput and model FLOP utilisation (MFU) of the course presets.
+
+MFU = achieved model FLOP/s / peak FLOP/s, where the model does 6 N + 12 L C T FLOPs per token
+(forward + backward of N matmul parameters, plus attention over T positions) and the peak is
+the matmul FLOP/s measured on this machine (fp32 on CPU, bf16 on CUDA).
+
+    python benchmarks/train_throughput.py                  # tiny and small on the best device
+    python benchmarks/train_throughput.py --presets small gpu --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from gpt_lab.attention import scaled_dot_product_attention
+from gpt_lab.device import autocast, get_device
+from gpt_lab.model import GPT
+from gpt_lab.presets import PRESETS
+from gpt_lab.train import configure_optimizer
+
+COURSE_VOCAB = 18_621  # the compact vocabulary of the python corpus (see gpt_lab.presets.pretrained)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_flops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
+    """Best-of-`reps` FLOP/s of an n x n matmul: the machine's practical peak."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def train_throughput(preset: str, device: torch.device, written_out: bool, steps: int = 5) -> dict:
+    spec = PRESETS[preset]
+    config = spec.model_config(COURSE_VOCAB)
+    model = GPT(config, attention_fn=scaled_dot_product_attention if written_out else None).to(device)
+    optimizer = configure_optimizer(model, 1e-3)
+    x = torch.randint(0, COURSE_VOCAB, (spec.batch_size, spec.block_size), device=device)
+
+    def step():
+        with autocast(device):
+            _, loss = model(x, targets=x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - t) / steps
+    tokens_per_s = x.numel() / seconds
+    flops_per_token = 6 * model.num_params() + 12 * config.n_layer * config.n_embd * config.block_size
+    return {"preset": preset, "device": device.type, "attention": "written-out" if written_out else "fused",
+            "params_M": model.num_params() / 1e6, "tokens_per_s": tokens_per_s,
+            "model_flops": flops_per_token * tokens_per_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    args = parser.parse_args()
+    device = get_device(args.device)
+    peak = matmul_flops(device)
+    print(f"device {device}, threads {torch.get_num_threads()}, matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'preset':<7} {'attention':<12} {'params':>8} {'tokens/s':>10} {'GFLOP/s':>9} {'MFU':>6}")
+    rows = []
+    for preset in args.presets:
+        for written_out in (False, True):
+            row = train_throughput(preset, device, written_out, args.steps)
+            row["mfu"] = row["model_flops"] / peak
+            rows.append(row)
+            print(f"{preset:<7} {row['attention']:<12} {row['params_M']:>7.2f}M {row['tokens_per_s']:>10.0f} "
+                  f"{row['model_flops'] / 1e9:>9.1f} {row['mfu']:>6.1%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"peak_flops": peak, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

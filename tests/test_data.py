@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+
+from gpt_lab.data import collate, corpus_text, get_batch, load_corpus, pad_sequences, python_files
+from gpt_lab.tokenizer import get_tokenizer
+
+
+def test_python_corpus_is_the_standard_library():
+    files = python_files()
+    names = {p.name for p in files}
+    assert {"os.py", "json", "functools.py"} & names
+    assert not any("test" in p.parts[-2:-1] for p in files)
+    corpus = load_corpus("python")
+    assert len(corpus) > 1_000_000
+    assert corpus.ids.dtype == np.uint16
+
+
+def test_shakespeare_is_plain_play_text():
+    text = corpus_text("shakespeare")
+    assert "HAMLET:" in text
+    assert "**" not in text and "\\[" not in text and "\n#" not in text
+    assert len(load_corpus("shakespeare")) > 1_000_000
+
+
+def test_local_file_and_folder(tmp_path):
+    (tmp_path / "a.txt").write_text("hello world " * 50)
+    (tmp_path / "b.txt").write_text("good night " * 50)
+    one = load_corpus(tmp_path / "a.txt")
+    assert get_tokenizer().decode(one.ids.tolist()) == "hello world " * 50
+    both = load_corpus(tmp_path)
+    assert "<|endoftext|>" in get_tokenizer().decode(both.ids.tolist())
+
+
+def test_cache_is_reused_and_keyed_by_content(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abc " * 10)
+    first = load_corpus(path)
+    assert load_corpus(path).ids.filename == first.ids.filename  # same cache file
+    path.write_text("xyz " * 20)
+    assert len(load_corpus(path)) != len(first)
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown corpus"):
+        load_corpus("no-such-corpus")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        load_corpus(tmp_path / "empty.txt")
+    data = np.arange(10)
+    with pytest.raises(ValueError, match="too short"):
+        get_batch(data, 2, 10)
+    with pytest.raises(ValueError, match="block_size must be positive"):
+        get_batch(data, 2, 0)
+
+
+def test_split_is_deterministic():
+    corpus = load_corpus("shakespeare")
+    train, val = corpus.split(0.1)
+    assert len(train) + len(val) == len(corpus)
+    assert np.array_equal(val, corpus.ids[len(train):])
+    with pytest.raises(ValueError):
+        corpus.split(1.5)
+
+
+def test_get_batch_windows_are_shifted_by_one():
+    data = np.arange(1000)
+    g = torch.Generator().manual_seed(0)
+    x, y = get_batch(data, 8, 16, generator=g)
+    assert x.shape == y.shape == (8, 16) and x.dtype == torch.long
+    assert torch.equal(y[:, :-1], x[:, 1:])
+    assert torch.equal(y[:, -1], x[:, -1] + 1)
+    x2, _ = get_batch(data, 8, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2)
+
+
+def test_collate_right_and_left_padding():
+    seqs = [[1, 2, 3], [4], [5, 6]]
+    ids, mask = collate(seqs, pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [4, 0, 0], [5, 6, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+    ids, mask = collate(seqs, pad_id=9, side="left")
+    assert ids.tolist() == [[1, 2, 3], [9, 9, 4], [9, 5, 6]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
+
+
+def test_collate_truncation():
+    seqs = [[1, 2, 3, 4, 5], [6, 7]]
+    ids, mask = collate(seqs, 0, max_length=3)
+    assert ids.tolist() == [[1, 2, 3], [6, 7, 0]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    ids, _ = collate(seqs, 0, max_length=3, truncation_side="left")
+    assert ids.tolist() == [[3, 4, 5], [6, 7, 0]]
+    with pytest.raises(ValueError, match="side"):
+        pad_sequences(seqs, 0, side="middle")
+    with pytest.raises(ValueError, match="empty"):
+        collate([], 0)

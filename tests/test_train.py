@@ -1,0 +1,145 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt_lab.model import GPT, GPTConfig
+from gpt_lab.train import (
+    IGNORE_INDEX,
+    TrainConfig,
+    configure_optimizer,
+    evaluate,
+    lm_batches,
+    lm_loss,
+    load_checkpoint,
+    lr_at,
+    save_checkpoint,
+    shift_labels,
+    train,
+)
+
+HERE = Path(__file__).parent
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16))
+
+
+def pattern_data(n=4000):
+    return np.tile(np.random.default_rng(0).integers(0, 50, size=37), n // 37 + 1)[:n]
+
+
+def test_lm_loss_is_cross_entropy_over_learned_positions():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=g)
+    targets = torch.randint(0, 7, (2, 5), generator=g)
+    targets[1, 3:] = IGNORE_INDEX
+    keep = targets != IGNORE_INDEX
+    manual = -torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0][keep].mean()
+    torch.testing.assert_close(lm_loss(logits, targets), manual)
+    torch.testing.assert_close(lm_loss(logits, targets), F.cross_entropy(logits.transpose(1, 2), targets))
+    with pytest.raises(ValueError, match="disagree"):
+        lm_loss(logits, targets[:, :4])
+
+
+def test_shift_labels_ignores_the_last_position():
+    labels = torch.tensor([[10, 11, 12, 13], [20, 21, IGNORE_INDEX, IGNORE_INDEX]])
+    assert shift_labels(labels).tolist() == [[11, 12, 13, -100], [21, -100, -100, -100]]
+
+
+def test_warmup_then_cosine_schedule():
+    lrs = [lr_at(s, 1.0, 0.1, 10, 110) for s in range(120)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.1 + 0.45 * (1 + np.cos(np.pi * 0.5)))
+    assert lrs[110] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[10:110], lrs[11:111]))
+
+
+def test_optimizer_groups_decay_only_matrices():
+    model = tiny_model()
+    opt = configure_optimizer(model, 1e-3, weight_decay=0.1)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    n_total = sum(1 for _ in model.parameters())
+    assert len(decay["params"]) + len(no_decay["params"]) == n_total
+
+
+def test_training_lowers_the_loss_and_records_history():
+    model = tiny_model()
+    data = pattern_data()
+    batches = lm_batches(data, data, batch_size=8, block_size=16, seed=0)
+    before = evaluate(model, batches, steps=4)["loss"]
+    history = train(model, batches, TrainConfig(max_steps=60, lr=1e-2, warmup_steps=5, eval_interval=30,
+                                                 eval_steps=4, progress=False))
+    after = evaluate(model, batches, steps=4)
+    assert after["loss"] < before - 1.0
+    assert after["perplexity"] == pytest.approx(np.exp(after["loss"]))
+    assert history.step == list(range(1, 61)) and len(history.lr) == 60
+    assert history.val_step == [30, 60] and history.tokens == 60 * 8 * 16
+
+
+def test_gradient_accumulation_equals_the_big_batch():
+    data = pattern_data()
+    big = lm_batches(data, data, batch_size=8, block_size=16, seed=1)
+
+    def halves(split, step):
+        x, y = big(split, step // 2)
+        part = slice(0, 4) if step % 2 == 0 else slice(4, 8)
+        return x[part], y[part]
+
+    a, b = tiny_model(), tiny_model()
+    config = dict(max_steps=1, lr=1e-2, warmup_steps=1, eval_interval=0, progress=False)
+    train(a, big, TrainConfig(**config))
+    train(b, halves, TrainConfig(**config, grad_accum=2))
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5)
+
+
+def test_resuming_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
+    data = pattern_data()
+    batches = lm_batches(data, data, batch_size=4, block_size=16, seed=2)
+    config = dict(max_steps=10, lr=1e-2, warmup_steps=2, eval_interval=5, eval_steps=1, progress=False)
+    straight = tiny_model()
+    history = train(straight, batches, TrainConfig(**config, checkpoint_path=str(tmp_path / "ck-{step}.pt")))
+    half = load_checkpoint(tmp_path / "ck-5.pt")
+    assert half["step"] == 5 and half["model_config"]["n_embd"] == 16 and half["optimizer"] is not None
+    resumed = tiny_model(seed=123)  # different init: everything must come from the checkpoint
+    resumed_history = train(resumed, batches, TrainConfig(**config), resume_from=tmp_path / "ck-5.pt")
+    assert resumed_history.step == history.step and resumed_history.val_step == [5, 10]
+    for pa, pb in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-6)
+
+
+def test_missing_and_corrupt_checkpoints_get_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(RuntimeError, match="corrupt"):
+        load_checkpoint(bad)
+    torch.save({"model": {}}, bad)
+    with pytest.raises(RuntimeError, match="not a gpt_lab checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    subprocess.run([sys.executable, str(HERE / "ddp_worker.py"), str(one), "8"], check=True, env=env, timeout=300)
+    subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(HERE / "ddp_worker.py"), str(two), "4"],
+                   check=True, env=env, timeout=300, capture_output=True)
+    single, double = json.loads(one.read_text()), json.loads(two.read_text())
+    assert single["world"] == 1 and double["world"] == 2
+    np.testing.assert_allclose(double["loss"], single["loss"], rtol=1e-4, atol=1e-5)
+    assert single["loss"][-1] < single["loss"][0]
