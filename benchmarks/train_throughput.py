@@ -18,10 +18,9 @@ import torch
 from gpt_lab.attention import scaled_dot_product_attention
 from gpt_lab.device import autocast, get_device
 from gpt_lab.model import GPT
-from gpt_lab.presets import PRESETS
+from gpt_lab.presets import PRESETS, course_tokenizer
 from gpt_lab.train import configure_optimizer
 
-COURSE_VOCAB = 18_621  # the compact vocabulary of the python corpus (see gpt_lab.presets.pretrained)
 
 
 def _sync(device: torch.device) -> None:
@@ -43,12 +42,12 @@ def matmul_flops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / best
 
 
-def train_throughput(preset: str, device: torch.device, written_out: bool, steps: int = 5) -> dict:
+def train_throughput(preset: str, device: torch.device, written_out: bool, vocab_size: int, steps: int = 5) -> dict:
     spec = PRESETS[preset]
-    config = spec.model_config(COURSE_VOCAB)
+    config = spec.model_config(vocab_size)
     model = GPT(config, attention_fn=scaled_dot_product_attention if written_out else None).to(device)
     optimizer = configure_optimizer(model, 1e-3)
-    x = torch.randint(0, COURSE_VOCAB, (spec.batch_size, spec.block_size), device=device)
+    x = torch.randint(0, vocab_size, (spec.batch_size, spec.block_size), device=device)
 
     def step():
         with autocast(device):
@@ -81,12 +80,13 @@ def main() -> None:
     args = parser.parse_args()
     device = get_device(args.device)
     peak = matmul_flops(device)
+    vocab_size = course_tokenizer("python").n_vocab  # the course model's vocabulary
     print(f"device {device}, threads {torch.get_num_threads()}, matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{'preset':<7} {'attention':<12} {'params':>8} {'tokens/s':>10} {'GFLOP/s':>9} {'MFU':>6}")
     rows = []
     for preset in args.presets:
         for written_out in (False, True):
-            row = train_throughput(preset, device, written_out, args.steps)
+            row = train_throughput(preset, device, written_out, vocab_size, args.steps)
             row["mfu"] = row["model_flops"] / peak
             rows.append(row)
             print(f"{preset:<7} {row['attention']:<12} {row['params_M']:>7.2f}M {row['tokens_per_s']:>10.0f} "

@@ -11,6 +11,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
+import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
@@ -51,8 +52,15 @@ class CompactTokenizer:
             raise ValueError(f"kept ids must lie in [0, {self.base.n_vocab}), got {kept[0]}..{kept[-1]}")
         self.kept: list[int] = kept
         self.to_dense: dict[int, int] = {g: d for d, g in enumerate(kept)}
-        # GPT-2's byte tokens are ranks 0..255 but not in byte order: map each byte to its id.
-        self._byte_id = {self.base.decode_single_token_bytes(i)[0]: i for i in range(256)}
+        # GPT-2's byte tokens are ranks 0..255 but not in byte order: map each byte to its dense id.
+        byte_dense = {self.base.decode_single_token_bytes(i)[0]: self.to_dense[i] for i in range(256)}
+        # For every GPT-2 id, the dense ids that spell it: itself if kept, else its bytes.
+        spellings = [[self.to_dense[g]] if g in self.to_dense else
+                     [byte_dense[b] for b in self.base.decode_single_token_bytes(g)]
+                     for g in range(self.base.n_vocab)]
+        self._spell_len = np.array([len(s) for s in spellings], dtype=np.int64)
+        self._spell_start = np.concatenate([[0], np.cumsum(self._spell_len)[:-1]])
+        self._spell_flat = np.array([d for s in spellings for d in s], dtype=np.int64)
 
     @property
     def n_vocab(self) -> int:
@@ -62,16 +70,17 @@ class CompactTokenizer:
     def eot_token(self) -> int:
         return self.to_dense[EOT_ID]
 
+    def from_gpt2_array(self, gpt2_ids: np.ndarray) -> np.ndarray:
+        """GPT-2 ids -> dense ids (int64 array), unknown tokens spelled with byte tokens; vectorised."""
+        ids = np.asarray(gpt2_ids, dtype=np.int64)
+        lengths = self._spell_len[ids]
+        ends = np.cumsum(lengths)
+        within = np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(ends - lengths, lengths)
+        return self._spell_flat[np.repeat(self._spell_start[ids], lengths) + within]
+
     def from_gpt2(self, gpt2_ids: Sequence[int]) -> list[int]:
         """GPT-2 ids -> dense ids, spelling unknown tokens with byte tokens."""
-        out: list[int] = []
-        for g in gpt2_ids:
-            d = self.to_dense.get(g)
-            if d is not None:
-                out.append(d)
-            else:
-                out.extend(self.to_dense[self._byte_id[b]] for b in self.base.decode_single_token_bytes(g))
-        return out
+        return self.from_gpt2_array(np.asarray(gpt2_ids, dtype=np.int64)).tolist()
 
     def to_gpt2(self, dense_ids: Sequence[int]) -> list[int]:
         return [self.kept[int(d)] for d in dense_ids]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from gpt_lab.cli import main
-from gpt_lab.presets import PRESETS, fast_mode, get_preset, load_bundle, pretrained, unigram_loss
+from gpt_lab.presets import PRESETS, course_tokenizer, fast_mode, get_preset, load_bundle, pretrained, unigram_loss
 
 
 def test_tests_run_in_fast_mode():
@@ -25,10 +25,17 @@ def test_pretrained_trains_once_then_loads_from_cache():
 def test_unigram_baseline_is_the_entropy_of_the_frequencies():
     import numpy as np
 
-    train = np.array([1, 1, 2, 2])
-    val = np.array([1, 2])
-    # add-one smoothing over the vocab {1, 2}: p = 3/6 each
-    assert unigram_loss(train, val, np.array([1, 2])) == pytest.approx(np.log(2))
+    train = np.array([0, 0, 1, 1, 1])
+    val = np.array([0, 1])
+    # add-one smoothing over the vocab {0, 1, 2}: p = 3/8, 4/8, 1/8
+    assert unigram_loss(train, val, 3) == pytest.approx(-(np.log(3 / 8) + np.log(4 / 8)) / 2)
+
+
+def test_course_tokenizer_keeps_frequent_ids_and_spells_the_rest():
+    tok = course_tokenizer("shakespeare", min_count=1000)
+    assert 256 < tok.n_vocab < 2000
+    text = "Wherefore art thou Romeo? Zounds!"
+    assert tok.decode(tok.encode(text)) == text
 
 
 def test_unknown_preset_and_missing_checkpoint(tmp_path):

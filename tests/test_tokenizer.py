@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpt_lab.tokenizer import EOT_ID, CompactTokenizer, get_tokenizer
@@ -38,14 +38,29 @@ def test_roundtrip_any_unicode(text):
     assert enc.decode(enc.encode(text, disallowed_special=())) == text
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.text())
-def test_compact_tokenizer_roundtrip_any_unicode(text):
+@pytest.fixture(scope="module")
+def small_compact():
+    return CompactTokenizer(get_tokenizer().encode("def add(a, b): return a + b"))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text())
+def test_compact_tokenizer_roundtrip_any_unicode(small_compact, text):
     """Tokens outside the kept set are spelled with byte tokens; decoding stays exact."""
-    compact = CompactTokenizer(get_tokenizer().encode("def add(a, b): return a + b"))
-    ids = compact.encode(text, allowed_special=set())
+    compact = small_compact
+    ids = compact.encode(text)  # special tokens allowed: "<|endoftext|>" round-trips too
     assert all(0 <= i < compact.n_vocab for i in ids)
     assert compact.decode(ids) == text
+
+
+def test_compact_tokenizer_array_remap_matches_the_list_remap(small_compact):
+    import numpy as np
+
+    ids = get_tokenizer().encode("déjà vu: def add(a, b) 😀 <|endoftext|>", allowed_special="all")
+    dense = small_compact.from_gpt2_array(np.array(ids))
+    assert dense.tolist() == small_compact.from_gpt2(ids)
+    assert small_compact.decode(dense.tolist()) == "déjà vu: def add(a, b) 😀 <|endoftext|>"
+    assert len(dense) > len(ids)  # unknown tokens became several byte tokens
 
 
 def test_compact_tokenizer_maps_kept_ids_densely():
