@@ -19,24 +19,26 @@ setup: $(STAMP)
 
 # The full book: every chapter executed with the full-size training runs.
 book: setup
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	GPT_LAB_PROGRESS=0 $(BIN)/jupyter-book build . -W -n --keep-going
 
 # The same book with GPT_LAB_FAST=1 (tiny training runs), as the tests build it.
 book-fast: setup
-	GPT_LAB_FAST=1 $(BIN)/jupyter-book build . --path-output _build/fast -W -n --keep-going
+	GPT_LAB_FAST=1 GPT_LAB_PROGRESS=0 $(BIN)/jupyter-book build . --path-output _build/fast -W -n --keep-going
 
 # The whole test suite, on the fast book: library, labs, grading, notebooks, browser.
 test: book-fast
 	GPT_LAB_FAST=1 GPT_LAB_BOOK_HTML=_build/fast/_build/html $(BIN)/python -m pytest
+	GPT_LAB_FAST=1 GPT_LAB_PROGRESS=0 $(BIN)/python -m pytest --nbval-lax solutions -p no:cacheprovider -q
 
+# labs/ = nbgrader's student version of every source notebook in solutions/ (config: nbgrader_config.py).
 labs: setup
-	$(BIN)/nbgrader generate_assignment --all --force --CourseDirectory.root=.
+	for lab in $$(ls solutions); do $(BIN)/nbgrader generate_assignment "$$lab" --force || exit 1; done
 
 serve:
 	$(BIN)/python -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
 
 grade: setup
-	$(BIN)/gpt-lab grade $(LAB) $(SUBMISSIONS) $(if $(OUT),--out $(OUT))
+	$(BIN)/gpt-lab grade $(LAB) $(SUBMISSIONS) $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS))
 
 clean:
 	rm -rf _build .pytest_cache

@@ -32,12 +32,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.checkpoint, device=args.device)
     tok = bundle.tokenizer
     ids = tok.encode(args.prompt)
-    sys.stdout.write(args.prompt)
-    for token in stream_generate(bundle.model, ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                 top_k=args.top_k, top_p=args.top_p, eos_id=tok.eot_token, seed=args.seed):
+    tokens = stream_generate(bundle.model, ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                             top_k=args.top_k, top_p=args.top_p, frequency_penalty=args.frequency_penalty,
+                             presence_penalty=args.presence_penalty, eos_id=tok.eot_token, seed=args.seed)
+    sys.stdout.write(args.prompt)  # after the arguments are checked
+    for token in tokens:
         sys.stdout.write(tok.decode([token]))
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from gpt_lab.sft import finetuned
+
+    bundle = finetuned(args.task, base_corpus=args.corpus, base_preset=args.preset, mask_prompt=not args.no_mask,
+                       device=args.device, seed=args.seed)
+    info = bundle.info
+    print(f"checkpoint: {bundle.path}")
+    print(f"base model: {info['base']}")
+    print(f"prompt masked: {info['mask_prompt']}, {info['n_train']} train examples, "
+          f"{info['recipe']['steps']} steps in {info['seconds']:.1f} s")
+    for task, accuracy in info["accuracy"].items():
+        print(f"{task} accuracy (exact match, held-out modules): {accuracy:.1%}")
     return 0
 
 
@@ -60,11 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--frequency-penalty", type=float, default=1.0, help=">= 1, the lecture's multiplicative form")
+    p.add_argument("--presence-penalty", type=float, default=1.0, help=">= 1, the lecture's multiplicative form")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_generate)
 
     # (more subcommands are registered below this line)
+    p = sub.add_parser("finetune", help="supervised fine-tuning of the course model on a code task (cached)")
+    p.add_argument("--task", default="function-name", help="function-name, arguments, or all")
+    p.add_argument("--no-mask", action="store_true", help="learn the prompt too (no loss mask)")
+    p.add_argument("--corpus", default="python", help="corpus of the base model")
+    p.add_argument("--preset", default="small", help="preset of the base model")
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_finetune)
+
+    from gpt_lab.grading.grade import add_parser as add_grade_parser
+
+    add_grade_parser(sub)
     return parser
 
 

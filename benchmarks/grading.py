@@ -1,0 +1,83 @@
+"""How long `gpt-lab grade` takes: seconds per submission for every lab, then a full class of the slowest lab.
+
+    python benchmarks/grading.py                       # 4 submissions per lab, then 40 of the slowest lab
+    python benchmarks/grading.py --labs lab01 --per-lab 6 --class-size 0
+
+Target (issue 10): 40 submissions of the largest lab graded in <= 10 minutes on 2 CPU cores (--jobs 2).
+Submissions alternate between the lab's solution notebook (a complete answer: every cell runs, every
+check passes) and the released stub (every test fails fast), so a class is half worst case, half best.
+"setup s" is a run with nothing to grade (collecting, generating the gradebook, counting the checks, and
+for labs 4-7 running the solution once to fill the model cache); "s / submission" is (wall - setup) / n.
+The class run includes its setup, as a real grading run does. The machine's load is printed: on a
+shared machine the figures are pessimistic.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gpt_lab.grading.checks import LABS, resolve_lab
+from gpt_lab.grading.grade import grade
+
+
+def make_class(lab: str, n: int, folder: Path) -> Path:
+    """`n` submissions of `lab` in `folder`: solution, stub, solution, ...; n = 0: one unreadable notebook
+    (nothing is graded, so the run measures the setup alone)."""
+    spec = LABS[lab]
+    folder.mkdir(parents=True)
+    if n == 0:
+        (folder / "nobody.ipynb").write_text("not a notebook")
+    for i in range(n):
+        source = spec.notebook if i % 2 == 0 or not spec.release.exists() else spec.release
+        shutil.copyfile(source, folder / f"student{i:03d}.ipynb")
+    return folder
+
+
+def run(lab: str, n: int, jobs: int, timeout_s: float) -> tuple[float, int]:
+    """Wall-clock seconds to grade `n` submissions, and how many finished with status ok."""
+    with tempfile.TemporaryDirectory(prefix="gpt_lab_bench_") as tmp:
+        folder = make_class(lab, n, Path(tmp) / "submissions")
+        start = time.perf_counter()
+        results = grade(lab, folder, Path(tmp) / "out", jobs=jobs, timeout_s=timeout_s, progress=False)
+        seconds = time.perf_counter() - start
+    return seconds, sum(r.status == "ok" for r in results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--labs", nargs="*", default=None, help="labs to time (default: every lab with a release)")
+    parser.add_argument("--per-lab", type=int, default=4, help="submissions per lab in the first table")
+    parser.add_argument("--class-size", type=int, default=40, help="submissions of the slowest lab (0: skip)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args(argv)
+
+    labs = [resolve_lab(x) for x in args.labs] if args.labs else [
+        lab for lab, s in LABS.items() if s.notebook.exists() and s.release.exists() and s.check_file.exists()]
+    print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f}, jobs: {args.jobs}, "
+          f"GPT_LAB_FAST={os.environ.get('GPT_LAB_FAST', '0')} (notebooks always run with GPT_LAB_FAST=1)")
+    print(f"\n{'lab':<24}{'setup s':>9}{'submissions':>12}{'wall s':>9}{'s / submission':>16}{'ok':>5}{'load':>7}")
+    per_submission = {}
+    for lab in labs:
+        setup, _ = run(lab, 0, args.jobs, args.timeout)
+        seconds, ok = run(lab, args.per_lab, args.jobs, args.timeout)
+        per_submission[lab] = (seconds - setup) / args.per_lab
+        print(f"{lab:<24}{setup:>9.1f}{args.per_lab:>12}{seconds:>9.1f}{per_submission[lab]:>16.1f}{ok:>5}"
+              f"{os.getloadavg()[0]:>7.1f}", flush=True)
+    if args.class_size and per_submission:
+        lab = max(per_submission, key=per_submission.get)
+        seconds, ok = run(lab, args.class_size, args.jobs, args.timeout)
+        verdict = "meets" if seconds <= 600 else "misses"
+        print(f"\n{args.class_size} submissions of {lab} (the slowest) with --jobs {args.jobs}: {seconds:.0f} s "
+              f"({seconds / args.class_size:.1f} s each, {ok} ok), load average {os.getloadavg()[0]:.1f}: "
+              f"{verdict} the 600 s target")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

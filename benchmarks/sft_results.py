@@ -1,0 +1,93 @@
+"""Prompting vs supervised fine-tuning of the course model: exact match on held-out modules.
+
+    python benchmarks/sft_results.py [--preset small | --checkpoint PATH] [--steps 300] [--n-eval 300]
+
+Prints markdown tables (the numbers the prompting and SFT chapters quote):
+1. few-shot accuracy of the base model on the function-name task written as code + "# name:"
+   comments, for 0..8 shots (short functions, so 8 shots fit the 256-token context);
+2. exact match per task for the base model (zero-shot, chat template) and after SFT on both
+   tasks with and without the prompt loss mask, with the fine-tuning time (wall clock and CPU).
+Fine-tuning starts from a fresh copy of `pretrained("python", preset)`; nothing is cached.
+Timings on a shared machine are inflated by whatever else runs there.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+from gpt_lab.presets import load_bundle, pretrained
+from gpt_lab.prompting import accuracy_vs_shots
+from gpt_lab.sft import TASKS, default_recipe, evaluate_exact_match, example_length, finetune, function_tasks
+
+
+def by_task(examples, n):
+    return {t: [e for e in examples if e.task == t][:n] for t in TASKS}
+
+
+def main() -> None:
+    recipe = default_recipe()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--checkpoint", default=None, help="base model checkpoint (default: pretrained python/preset)")
+    parser.add_argument("--steps", type=int, default=recipe.steps)
+    parser.add_argument("--lr", type=float, default=recipe.lr)
+    parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    parser.add_argument("--n-eval", type=int, default=recipe.n_eval, help="test examples per task")
+    parser.add_argument("--shot-code-tokens", type=int, default=18, help="max code tokens in few-shot examples")
+    parser.add_argument("--shots", default="0,1,2,4,8")
+    parser.add_argument("--skip-nomask", action="store_true")
+    args = parser.parse_args()
+
+    base = load_bundle(args.checkpoint) if args.checkpoint else pretrained("python", args.preset)
+    tok, block = base.tokenizer, base.model.config.block_size
+    print(f"base model: {base.path.name}, val loss {base.info.get('val_loss', float('nan')):.3f}, "
+          f"torch threads {torch.get_num_threads()}")
+    splits = function_tasks()
+    train_set = [e for e in splits.train if example_length(e, tok) <= block]
+    test_set = [e for e in splits.test if example_length(e, tok) <= block]
+    test = by_task(test_set, args.n_eval)
+    print(f"{len(train_set)} train / {len(test_set)} test examples "
+          f"({len({e.module.split('.')[0] for e in test_set})} held-out packages); "
+          f"scoring {', '.join(f'{len(v)} {k}' for k, v in test.items())}")
+
+    # 1. few-shot prompting of the base model (short functions: code + "# name: ..." blocks)
+    short = lambda exs: [e for e in exs if e.task == "function-name" and  # noqa: E731
+                         len(tok.encode(e.code)) <= args.shot_code_tokens]
+    queries, shot_pool = short(splits.test)[:args.n_eval], short(splits.train)
+    shots = tuple(int(k) for k in args.shots.split(","))
+    t0 = time.perf_counter()
+    few = accuracy_vs_shots(base.model, tok, queries, shots=shots, shot_examples=shot_pool, max_new_tokens=10)
+    print(f"\n## Few-shot prompting, base model ({len(queries)} held-out functions of <= {args.shot_code_tokens} "
+          f"tokens, {time.perf_counter() - t0:.0f} s)\n")
+    print("| shots | " + " | ".join(str(k) for k in shots) + " |")
+    print("|---" * (len(shots) + 1) + "|")
+    print("| exact match | " + " | ".join(f"{few[k]:.1%}" for k in shots) + " |")
+
+    # 2. base model zero-shot with the chat template, then SFT with and without the loss mask
+    rows = [("base model, zero-shot (chat template)", {t: evaluate_exact_match(base.model, tok, v)
+                                                        for t, v in test.items()}, None, None)]
+    short_sft = short(test_set)[:args.n_eval]
+    for mask in (True, False) if not args.skip_nomask else (True,):
+        model = copy.deepcopy(base.model)
+        cpu0 = time.process_time()
+        history = finetune(model, tok, train_set, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                           mask_prompt=mask)
+        cpu = time.process_time() - cpu0
+        acc = {t: evaluate_exact_match(model, tok, v) for t, v in test.items()}
+        acc["short"] = evaluate_exact_match(model, tok, short_sft)
+        name = f"SFT {'masked' if mask else 'unmasked'} prompt, {args.steps} steps x {args.batch_size}"
+        rows.append((name, acc, history.seconds, cpu))
+    print(f"\n## Exact match on held-out modules (up to {args.n_eval} examples per task)\n")
+    print("| model | function-name | arguments | function-name, short (few-shot set) | fine-tuning wall s | CPU s |")
+    print("|---|---|---|---|---|---|")
+    for name, acc, wall, cpu in rows:
+        cells = [f"{acc[t]:.1%}" for t in TASKS] + [f"{acc['short']:.1%}" if "short" in acc else "-"]
+        cells += [f"{wall:.0f}" if wall is not None else "-", f"{cpu:.0f}" if cpu is not None else "-"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""nbgrader's half of grading: the lab's gradebook, and `autograde` of one student in a workspace of its own.
+
+`prepare_course` runs `nbgrader generate_assignment` on a copy of the lab's source notebook in a private
+course folder: that gradebook holds the released cells' checksums and the hidden tests, which `autograde`
+puts back into every submission (changed or deleted test cells are restored, hidden tests added).
+
+`autograde` grades one student in `<workspace>/` = a copy of that gradebook + `submitted/<student>/<lab>/`.
+The notebook runs in the `gpt-lab-guarded` kernel (see `kernel.py`): per-cell timeout, memory limit, audit
+hook that keeps it out of the gradebook, tests, solutions and other students' files, output capped here
+too (by `CappedExecute`, in this trusted process). The score is then read back from the gradebook and the
+executed notebook: points per test cell, with a short message for each failure (exception name and message,
+never its traceback: that would show hidden test source).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gpt_lab.grading.kernel import ENV as KERNEL_ENV
+from gpt_lab.grading.kernel import KERNEL_NAME, write_kernelspec
+from gpt_lab.grading.report import Item
+
+REPO = Path(__file__).resolve().parents[2]
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+OUTPUT_BYTES = 1_000_000  # printed output kept per notebook (by the kernel; twice that here, as a backstop)
+STOPPED = ("CellTimeoutError", "KeyboardInterrupt")  # a cell past its time limit (nbgrader interrupts the kernel)
+
+
+@dataclass
+class Course:
+    """The lab as nbgrader knows it: a private course folder with the gradebook and the kernelspec."""
+
+    lab: str
+    root: Path
+    cells: dict[str, float] = field(default_factory=dict)  # grade cell id -> points, in notebook order
+    checksums: dict[str, str] = field(default_factory=dict)  # locked cell id -> checksum of its released source
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def gradebook(self) -> Path:
+        return self.root / "gradebook.db"
+
+    @property
+    def max_points(self) -> float:
+        return float(sum(self.cells.values()))
+
+
+def nbgrader_config(root: Path, gradebook: Path):
+    """The repository's nbgrader_config.py with the course root and gradebook moved to `root`/`gradebook`."""
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = Config()
+    if (REPO / "nbgrader_config.py").exists():
+        config.merge(PyFileConfigLoader("nbgrader_config.py", path=str(REPO)).load_config())
+    config.CourseDirectory.root = str(root)
+    config.CourseDirectory.db_url = f"sqlite:///{gradebook}"
+    config.CourseDirectory.source_directory = "solutions"
+    config.CourseDirectory.release_directory = "labs"
+    return config
+
+
+def prepare_course(lab: str, source: Path, release: Path | None, root: Path) -> Course:
+    """Generate the lab's assignment from `source` (nbgrader source notebook) into a new course at `root`."""
+    from nbgrader.api import Gradebook
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "solutions" / lab).mkdir(parents=True)
+    shutil.copyfile(source, root / "solutions" / lab / f"{lab}.ipynb")
+    config = nbgrader_config(root, root / "gradebook.db")
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    outcome = api.generate_assignment(lab, force=True, create=True)
+    if not outcome["success"]:
+        raise RuntimeError(f"nbgrader generate_assignment {lab} failed:\n{outcome.get('error', '')[-2000:]}")
+    course = Course(lab, root)
+    with Gradebook(config.CourseDirectory.db_url) as gb:
+        notebook = gb.find_notebook(lab, lab)
+        points = {c.name: float(c.max_score) for c in notebook.grade_cells}
+        course.cells = {c.name: points[c.name] for c in notebook.source_cells if c.name in points}  # notebook order
+    course.checksums = _checksums(root / "labs" / lab / f"{lab}.ipynb")  # as released to students
+    write_kernelspec(root)
+    subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], check=True,  # the font cache, once
+                   env=dict(os.environ, MPLCONFIGDIR=str(root / "matplotlib")), stdout=subprocess.DEVNULL)
+    if release is not None and release.exists():
+        if _checksums(release) != course.checksums:
+            course.warnings.append(f"{release} differs from what solutions/ generates now: run `make labs` and "
+                                   "hand out the new version, or students' locked cells will be reported as changed")
+    return course
+
+
+# gpt_lab calls that read or fill $GPT_LAB_CACHE (presets.py, data.py, sft.py)
+CACHE_USERS = ("pretrained(", "load_bundle(", "course_tokenizer(", "load_corpus(", "finetuned(", "stdlib_functions(")
+
+
+def needs_cache(notebook: Path) -> bool:
+    """Whether the lab's notebook loads cached models or token files (then `warm_cache` first)."""
+    return any(call in notebook.read_text(errors="replace") for call in CACHE_USERS)
+
+
+def warm_cache(notebook: Path, cache: Path, timeout_s: float) -> None:
+    """Run the lab's solution notebook once (trusted code, GPT_LAB_FAST=1, CPU) to fill `cache`.
+
+    Every student's kernel then starts from its own copy of `cache` (a few MB), so nobody trains the
+    course model again and no submission can change the files another one reads. Runs in a pool process.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ.update({"GPT_LAB_FAST": "1", "GPT_LAB_CACHE": str(cache), "GPT_LAB_PROGRESS": "0",
+                       "CUDA_VISIBLE_DEVICES": "", "GPT_LAB_DEVICE": "cpu", "MPLBACKEND": "Agg"})
+    with tempfile.TemporaryDirectory(prefix="gpt_lab_warm_") as tmp:
+        NotebookClient(nbformat.read(notebook, as_version=4), timeout=int(timeout_s), kernel_name="python3",
+                       allow_errors=True, resources={"metadata": {"path": tmp}}).execute()
+
+
+def _checksums(path: Path) -> dict[str, str]:
+    """Locked cell id -> the checksum nbgrader stored in the released notebook's metadata."""
+    nb = json.loads(path.read_text())
+    return {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"].get("checksum", "")
+            for c in nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("locked")}
+
+
+def _capped_execute(limit: int, cwd: Path):
+    """nbgrader's Execute, with the kernel started in `cwd` (not next to the notebook, whose restored copy holds
+    the hidden tests) and at most `limit` bytes of output kept per notebook (in this trusted process)."""
+    from nbgrader.preprocessors import Execute
+
+    class CappedExecute(Execute):
+        def preprocess(self, nb, resources=None, km=None):
+            self._output_used = 0
+            resources = dict(resources or {})
+            resources["metadata"] = {**resources.get("metadata", {}), "path": str(cwd)}
+            return super().preprocess(nb, resources, km)
+
+        def output(self, outs, msg, display_id, cell_index):
+            size = len(json.dumps(msg.get("content", {}), default=str))
+            if self._output_used >= limit:
+                return None
+            self._output_used += size
+            if self._output_used >= limit:
+                from nbformat.v4 import new_output
+
+                note = new_output("stream", name="stderr", text=f"[output stopped by the grader after {limit} bytes]\n")
+                outs.append(note)
+                return note
+            return super().output(outs, msg, display_id, cell_index)
+
+    return CappedExecute
+
+
+def autograde(course: Course, workspace: Path, student: str, timeout_s: float, memory_mb: int,
+              deny: list[str]) -> dict:
+    """Run nbgrader autograde for one student (in this process; the notebook runs in a guarded kernel).
+
+    The kernel runs in `workspace/home` (its HOME, temp and cache too); `deny` should hold everything else
+    of the workspace (see `grade._deny_list`).
+
+    Returns {"cells": [Item as dict], "notes": [(status, note)], "log": nbgrader's log (for the instructor)}.
+    """
+    from nbgrader.converters import Autograde
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
+                                        SaveAutoGrades)
+    from nbgrader.utils import capture_log
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+
+    lab = course.lab
+    home = workspace / "home"
+    home.mkdir(exist_ok=True)
+    shutil.copytree(course.root / "matplotlib", home / "matplotlib", dirs_exist_ok=True)  # its own font cache
+    if (course.root / "cache").is_dir():  # and its own copy of the warmed gpt_lab cache
+        shutil.copytree(course.root / "cache", home / "cache", dirs_exist_ok=True)
+    guard_log = workspace / "guard.log"
+    guard_log.write_text("")
+    os.environ.update({
+        "JUPYTER_PATH": str(course.root), "JUPYTER_RUNTIME_DIR": str(workspace / "runtime"),
+        "HOME": str(home), "IPYTHONDIR": str(home / ".ipython"), "MPLCONFIGDIR": str(home / "matplotlib"),
+        "TMPDIR": str(home), "CUDA_VISIBLE_DEVICES": "", "GPT_LAB_DEVICE": "cpu", "GPT_LAB_FAST": "1",
+        "GPT_LAB_PROGRESS": "0", "GPT_LAB_CACHE": str(home / "cache"), "PYTHONHASHSEED": "0",
+        KERNEL_ENV: json.dumps({"memory_mb": memory_mb, "output_bytes": OUTPUT_BYTES, "log": str(guard_log),
+                                "deny": deny}),
+    })
+    config = nbgrader_config(workspace, workspace / "gradebook.db")
+    config.CourseDirectory.source_directory = str(course.root / "solutions" / "_none_")  # copy no extra files
+    config.Execute.timeout = int(timeout_s)
+    config.Execute.kernel_name = KERNEL_NAME
+    config.Execute.startup_timeout = 120
+    config.Autograde.autograde_preprocessors = [
+        _capped_execute(2 * OUTPUT_BYTES, home), IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+        AssignLatePenalties, CheckCellMetadata]
+    submitted = workspace / "submitted" / student / lab / f"{lab}.ipynb"
+    changed = _changed_locked_cells(course, submitted)
+    try:
+        restored = restore_missing_cells(submitted, course.root / "labs" / lab / f"{lab}.ipynb")
+    except Exception:  # noqa: BLE001 - a notebook too odd to repair: nbgrader will say what is wrong with it
+        restored = []
+    coursedir = CourseDirectory(config=config)
+    coursedir.assignment_id, coursedir.student_id = lab, student
+    app = Autograde(coursedir=coursedir, config=config)
+    app.force, app.create_student = True, True
+    outcome = capture_log(app)
+    log = (outcome.get("log") or "") + (outcome.get("error") or "")
+    executed = _executed_cells(workspace / "autograded" / student / lab / f"{lab}.ipynb") if outcome["success"] else []
+    cells = _read_cells(course, workspace / "gradebook.db", student, executed, restored, timeout_s)
+    notes = _notes(executed, changed, restored, outcome["success"], log, memory_mb, workspace / "guard.log")
+    return {"cells": [asdict(i) for i in cells], "notes": notes, "log": log[-20000:]}
+
+
+def _executed_cells(path: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def _grade_id(cell: dict) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def restore_missing_cells(notebook: Path, released: Path) -> list[str]:
+    """Put back every nbgrader cell of the released notebook that `notebook` lacks (deleted, or its id edited).
+
+    A cell comes back from the released version, after the nearest cell before it that is still there;
+    nbgrader then restores its full content (hidden tests included) by checksum. Cells with an id the lab
+    does not know, or a repeated id, become ordinary cells. Returns the ids put back (the file is rewritten).
+    nbgrader's own `add_missing_cells` fails when the cell before a missing one is missing too.
+    """
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    reference = nbformat.read(released, as_version=4).cells
+    known = [_grade_id(c) for c in reference]
+    present: list[str] = []
+    for cell in nb.cells:
+        grade_id = _grade_id(cell)
+        if "nbgrader" in cell.get("metadata", {}) and (grade_id not in known or grade_id in present
+                                                        or grade_id is None):
+            del cell.metadata["nbgrader"]
+        elif grade_id is not None:
+            present.append(grade_id)
+    restored = []
+    for i, grade_id in enumerate(known):
+        if grade_id is None or grade_id in present:
+            continue
+        before = next((g for g in reversed(known[:i]) if g in present), None)
+        index = 0 if before is None else 1 + next(j for j, c in enumerate(nb.cells) if _grade_id(c) == before)
+        nb.cells.insert(index, reference[i])
+        present.append(grade_id)
+        restored.append(grade_id)
+    nbformat.write(nb, notebook)
+    return restored
+
+
+def _read_cells(course: Course, gradebook: Path, student: str, executed: list[dict], restored: list[str],
+                timeout_s: float) -> list[Item]:
+    """Points per test cell from the gradebook, capped at the course's points; failure messages from the outputs.
+
+    `executed` is empty when the notebook did not finish: then every test cell scores 0.
+    """
+    from nbgrader.api import Gradebook
+
+    lab = course.lab
+    scores: dict[str, float] = {}
+    if executed:
+        with Gradebook(f"sqlite:///{gradebook}") as gb:
+            for grade in gb.find_submission_notebook(lab, lab, student).grades:
+                scores[grade.name] = grade.auto_score or 0.0
+    cells = {_grade_id(c): c for c in executed if _grade_id(c) in course.cells}
+    items = []
+    for name, points in course.cells.items():
+        cell = cells.get(name)
+        got = min(max(float(scores.get(name, 0.0)), 0.0), points) if cell is not None else 0.0
+        passed = got >= points
+        message = "" if passed else _failure(cell, timeout_s)
+        if name in restored:
+            message = "this test cell was missing from your notebook; the released version was put back and run. " \
+                      + message
+        items.append(Item(name, got, points, passed, message.strip()))
+    return items
+
+
+def _failure(cell: dict | None, timeout_s: float) -> str:
+    if cell is None:
+        return "not run: the notebook did not finish running (see the status)"
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            if out.get("ename") in STOPPED:
+                return f"this cell was stopped after the {timeout_s:g} s time limit"
+            if out.get("ename") == "NotImplementedError":
+                return "NotImplementedError: a function this cell tests is not written yet (it still raises)"
+            evalue = ANSI.sub("", str(out.get("evalue", ""))).strip()
+            return f"{out.get('ename', 'Error')}: {evalue}" if evalue else f"{out.get('ename', 'Error')} (no message)"
+    return "this cell did not pass"
+
+
+PROTECTED_EVENTS = ("open", "os.listdir", "os.scandir", "os.rename", "os.remove", "os.link", "os.symlink",
+                    "sqlite3.connect", "shutil.", "glob.glob", "os.chdir", "os.truncate", "os.mkdir", "os.rmdir")
+
+
+def _notes(executed: list[dict], changed: list[str], restored: list[str], success: bool, log: str, memory_mb: int,
+           guard_log: Path) -> list[tuple[str, str]]:
+    """(status, student-facing note) pairs: changed test cells, timeouts, a dead kernel, forbidden access."""
+    notes = []
+    if changed:
+        notes.append(("ok", "changed locked cells were restored to the released version before grading: "
+                      + ", ".join(changed)))
+    if restored:
+        notes.append(("ok", "cells missing from the notebook (deleted, or their nbgrader id changed) were put back "
+                      "from the released version: " + ", ".join(restored)))
+    outputs = [o for c in executed for o in c.get("outputs", [])]
+    if any(o.get("ename") in STOPPED for o in outputs):
+        notes.append(("timeout", "a cell ran past the time limit and was stopped"))
+    if any("[output stopped by the grader" in str(o.get("text", "")) for o in outputs):
+        notes.append(("ok", f"the notebook printed more than {OUTPUT_BYTES} characters: the rest was not kept"))
+    if not success:
+        if "DeadKernelError" in log or "kernel died" in log.lower():
+            notes.append(("crashed", "the notebook's kernel died while running (os._exit, a crash, or the "
+                          f"{memory_mb} MB memory limit): the notebook tests score 0"))
+        else:
+            tail = ANSI.sub("", log.strip().splitlines()[-1]) if log.strip() else "unknown error"
+            notes.append(("error", f"nbgrader could not grade the notebook ({tail[:200]})"))
+    denied = dict.fromkeys(guard_log.read_text(errors="replace").splitlines())
+    for line in list(denied)[:10]:
+        protected = line.split(" ")[0].startswith(PROTECTED_EVENTS) or "gradebook" in line
+        notes.append(("rejected" if protected else "ok", f"the notebook tried {line} (denied)"))
+    return notes
+
+
+def _changed_locked_cells(course: Course, notebook: Path) -> list[str]:
+    """Ids of the locked cells whose content differs from the released notebook."""
+    import nbformat
+    from nbgrader.utils import compute_checksum
+
+    try:
+        cells = nbformat.read(notebook, as_version=4).cells
+    except Exception:  # noqa: BLE001 - nbgrader will report an unreadable notebook itself
+        return []
+    changed = []
+    for cell in cells:
+        grade_id = _grade_id(cell)
+        if grade_id in course.checksums:
+            try:
+                same = compute_checksum(cell) == course.checksums[grade_id]
+            except Exception:  # noqa: BLE001 - malformed nbgrader metadata counts as changed
+                same = False
+            if not same:
+                changed.append(grade_id)
+    return changed

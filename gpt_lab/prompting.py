@@ -1,0 +1,97 @@
+"""Prompting a base model: show it a pattern and let it continue the text.
+
+A pre-trained model only continues text, but the lecture's point is that a pattern in the
+prompt steers that continuation: after a few "input -> output" pairs, the most likely next
+text after a new input is its output. `few_shot_prompt` writes such a prompt and
+`accuracy_vs_shots` measures how exact-match accuracy grows with the number of examples shown.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+
+Pair = tuple[str, str]
+
+# The function-name task written for a code model: the code, then a comment naming it.
+CODE_NAME_FORMAT = {"answer_prefix": "\n# name:", "separator": "\n\n"}
+
+
+def few_shot_prompt(examples: Sequence[Pair], query: str, instruction: str = "", answer_prefix: str = " ->",
+                    separator: str = "\n") -> str:
+    """`instruction`, then one "{input}{answer_prefix} {output}" block per example, then the query.
+
+    Blocks are joined by `separator`; the prompt ends with `answer_prefix` (no trailing space, so
+    the model writes " {output}" with the leading space GPT-2 tokens carry). The lecture's
+    pattern `Monday -> Tuesday` is `few_shot_prompt([("Monday", "Tuesday")], "Friday")`.
+    """
+    blocks = [instruction] if instruction else []
+    blocks += [f"{x}{answer_prefix} {y}" for x, y in examples]
+    return separator.join(blocks + [f"{query}{answer_prefix}"])
+
+
+def _pairs(examples) -> list[Pair]:
+    """(input, output) pairs, or objects with `.code` and `.answer` (`gpt_lab.sft.SFTExample`)."""
+    return [(e.code, e.answer) if hasattr(e, "answer") else (e[0], e[1]) for e in examples]
+
+
+@torch.no_grad()
+def complete(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int = 16,
+             batch_size: int = 16) -> list[str]:
+    """Greedy continuation of each prompt up to the end token, cut at the first newline, stripped.
+
+    Prompts are batched by length (less padding). Generation stops at the end of the model's
+    context if that comes before `max_new_tokens`.
+    """
+    from gpt_lab.decoding import generate
+
+    ids = [tokenizer.encode(p) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = [""] * len(ids)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        room = model.config.block_size + 1 - max(len(ids[i]) for i in rows)
+        new = generate(model, [ids[i] for i in rows], min(max_new_tokens, max(room, 1)), strategy="greedy",
+                       eos_id=tokenizer.eot_token)
+        for i, tokens in zip(rows, new):
+            out[i] = tokenizer.decode(tokens).split("\n")[0].strip()
+    return out
+
+
+def accuracy_vs_shots(model: torch.nn.Module, tokenizer, task_examples: Sequence,
+                      shots: Sequence[int] = (0, 1, 2, 4, 8), n_eval: int | None = None, seed: int = 0,
+                      shot_examples: Sequence | None = None, instruction: str = "",
+                      answer_prefix: str = CODE_NAME_FORMAT["answer_prefix"],
+                      separator: str = CODE_NAME_FORMAT["separator"], max_new_tokens: int = 16,
+                      batch_size: int = 16) -> dict[int, float]:
+    """Exact-match accuracy of greedy few-shot answers for each number of shots k.
+
+    Queries are the first `n_eval` of `task_examples` ((input, output) pairs, or SFTExamples
+    read as (code, answer)); shots are drawn (seeded) from `shot_examples` (default: the other
+    task examples), never with the query's own answer, and nested: the k = 4 prompt holds the
+    k = 2 shots plus two more, so the curve shows the effect of adding examples.
+    """
+    queries = _pairs(task_examples)[:n_eval]
+    pool = _pairs(shot_examples) if shot_examples is not None else _pairs(task_examples)
+    if not queries:
+        raise ValueError("no task examples to evaluate")
+    k_max = max(shots)
+    rng = random.Random(seed)
+    chosen = []
+    for x, y in queries:
+        candidates = [p for p in pool if p[1] != y and p[0] != x]
+        if len(candidates) < k_max:
+            raise ValueError(f"{k_max} shots need at least {k_max} examples with other answers, have {len(candidates)}")
+        chosen.append(rng.sample(candidates, k_max))
+    block = model.config.block_size
+    result = {}
+    for k in shots:
+        prompts = [few_shot_prompt(c[:k], x, instruction, answer_prefix, separator) for (x, _), c in zip(queries, chosen)]
+        longest = max(len(tokenizer.encode(p)) for p in prompts)
+        if longest + max_new_tokens - 1 > block:
+            raise ValueError(f"a {k}-shot prompt has {longest} tokens: with {max_new_tokens} new tokens it exceeds "
+                             f"the context (block_size {block}); use shorter examples or fewer shots")
+        answers = complete(model, tokenizer, prompts, max_new_tokens, batch_size)
+        result[k] = sum(a == y.strip() for a, (_, y) in zip(answers, queries)) / len(queries)
+    return result

@@ -1,0 +1,381 @@
+"""The hostile-submission suite: `gpt-lab grade` on one LMS zip of lab 1 submissions, most of them hostile.
+
+Every notebook is built from the released lab notebook (labs/) by filling its cells, the way a student
+would. The whole batch is graded once (`--jobs 2`, short time limit), then each row is checked: graded
+correctly (partial scores where due) or given a clear status and message, and the well-behaved
+submissions in the same batch unaffected (they are graded again on their own and must not change).
+"""
+import ast
+import copy
+import json
+import re
+import subprocess
+import sys
+import zipfile
+
+import nbformat
+import pytest
+
+from gpt_lab.grading.checks import LABS, collect_checks
+from gpt_lab.grading.report import read_grades_csv
+
+LAB = "lab01-attention"
+SPEC = LABS[LAB]
+TIMEOUT_S = 20  # per cell; the infinite loop costs two cells and two sandbox calls
+MEMORY_MB = 3072
+
+SDPA = '''def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return weights @ v, weights'''
+SPLIT = '''def split_heads(x, n_head):
+    B, T, C = x.shape
+    return x.reshape(B, T, n_head, C // n_head).permute(0, 2, 1, 3)'''
+MERGE = '''def merge_heads(x):
+    B, H, T, D = x.shape
+    return x.permute(0, 2, 1, 3).reshape(B, T, H * D)'''
+MHA = '''def multi_head_attention(x, c_attn_weight, c_attn_bias, c_proj_weight, c_proj_bias, n_head, mask=None):
+    qkv = x @ c_attn_weight.T
+    if c_attn_bias is not None:
+        qkv = qkv + c_attn_bias
+    q, k, v = (split_heads(t, n_head) for t in qkv.chunk(3, dim=-1))
+    y, weights = scaled_dot_product_attention(q, k, v, mask)
+    y = merge_heads(y) @ c_proj_weight.T
+    return (y if c_proj_bias is None else y + c_proj_bias), weights'''
+CORRECT = {"sdpa": SDPA, "heads": SPLIT + "\n\n\n" + MERGE, "mha": MHA}
+REPO = SPEC.notebook.parents[2]
+
+
+def released():
+    return nbformat.read(SPEC.release, as_version=4)
+
+
+def fill(nb=None, **cells):
+    """The released notebook (or `nb`) with the solution cells named by grade id replaced."""
+    nb = copy.deepcopy(nb or released())
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in cells:
+            cell.source = cells[grade_id]
+    return nb
+
+
+def with_cell(nb, after_id, code):
+    """Insert an ordinary code cell after the cell with grade id `after_id`."""
+    index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == after_id)
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
+    return nb
+
+
+def by_id(nb, grade_id):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def hostile_notebooks():
+    """student id -> notebook (or raw bytes)."""
+    nbs = {"correct": fill(**CORRECT), "blank": released(), "partial": fill(sdpa=SDPA)}
+
+    nbs["loop"] = fill(**{**CORRECT, "mha": MHA.replace("    qkv = x @", "    while True:\n        pass\n    qkv = x @")})
+
+    bomb = MERGE.replace("    B, H, T, D = x.shape", "    hog = [bytes(1 << 28) for _ in range(256)]  # 64 GB")
+    nbs["membomb"] = fill(**{**CORRECT, "heads": SPLIT + "\n\n\n" + bomb})
+
+    nbs["badjson"] = json.dumps(nbformat.v4.writes(fill(**CORRECT)))[:-200].encode()
+
+    nb = fill(**CORRECT)
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in ("heads", "test-heads")]
+    nbs["deleted"] = nb
+
+    nb = fill(**{**CORRECT, "mha": MHA.replace("def multi_head_attention(", "def mha(")})
+    by_id(nb, "test-sdpa").metadata.nbgrader.update(grade_id="my-test", points=100)
+    nbs["renamed"] = nb
+
+    nb = fill(**{**CORRECT, "sdpa": SDPA.replace("* q.shape[-1] ** -0.5", "")})  # no scaling
+    by_id(nb, "test-sdpa").source = "pass"
+    by_id(nb, "test-sdpa").metadata.nbgrader["points"] = 100
+    by_id(nb, "test-gpt").source = "print('all good')"
+    nbs["tampered"] = nb
+
+    liar = '''class Liar:
+    """Equal to everything, whatever it is compared with."""
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def __getattr__(self, name):
+        return Liar()
+    def __call__(self, *args, **kwargs):
+        return Liar()
+    def __bool__(self):
+        return True
+
+
+class Agreeable(torch.Tensor):
+    def __eq__(self, other):
+        return torch.ones_like(torch.as_tensor(other), dtype=torch.bool)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    return Liar(), Liar()'''
+    mha_liar = '''def multi_head_attention(x, c_attn_weight, c_attn_bias, c_proj_weight, c_proj_bias, n_head, mask=None):
+    B, T, C = x.shape
+    return torch.zeros_like(x).as_subclass(Agreeable), torch.zeros(B, n_head, T, T).as_subclass(Agreeable)'''
+    nbs["alwaysequal"] = fill(**{**CORRECT, "sdpa": liar, "mha": mha_liar})
+
+    check_file = SPEC.check_file
+    snoop_fn = SDPA.replace("    scores =", f"""    try:
+        open({str(SPEC.notebook)!r}).read()
+    except Exception:
+        pass
+    scores =""", 1)
+    nbs["snoop"] = with_cell(fill(**{**CORRECT, "sdpa": snoop_fn}), "sdpa", f"""import glob
+for path in [{str(check_file)!r}, {str(SPEC.notebook)!r},  # the hidden checks, the solutions,
+             "../autograded/snoop/{LAB}/{LAB}.ipynb",  # its own notebook with the hidden tests put back
+             "../../correct/submitted/correct/{LAB}/{LAB}.ipynb"]:  # another student's notebook
+    try:
+        print(open(path).read()[:100])
+    except Exception as exc:
+        print("no luck:", exc)
+try:
+    print(glob.glob({str(REPO / 'tests' / 'labs')!r} + "/*"))
+except Exception as exc:
+    print("no luck:", exc)""")
+
+    nbs["gradebook"] = with_cell(fill(**CORRECT), "sdpa", """import sqlite3
+for attempt in (lambda: sqlite3.connect("../gradebook.db").execute("update grade set auto_score = 100"),
+                lambda: open("../gradebook.db", "ab").write(b"x"),
+                lambda: open("../../correct/gradebook.db", "ab").write(b"x")):
+    try:
+        attempt()
+    except Exception as exc:
+        print("no luck:", exc)""")
+
+    exiting = MERGE.replace("    B, H, T, D = x.shape", "    import os\n    os._exit(0)")
+    nbs["exits"] = fill(**{**CORRECT, "heads": SPLIT + "\n\n\n" + exiting})
+
+    nb = with_cell(fill(**CORRECT), "sdpa", 'for _ in range(100):\n    print("x" * (1 << 20))  # 100 MB')
+    nbs["flood"] = with_cell(nb, "heads", "import sys\nsys.exit('a sys.exit in a cell only fails that cell')")
+
+    cheat = '''from gpt_lab.attention import scaled_dot_product_attention as _sdpa
+
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    return _sdpa(q, k, v, mask)'''
+    nbs["cheat"] = fill(**{**CORRECT, "sdpa": cheat})
+    return nbs
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """Grade all hostile notebooks in one run; {student: row}, plus the output folder."""
+    root = tmp_path_factory.mktemp("hostile")
+    archive = root / "canvas-download.zip"
+    with zipfile.ZipFile(archive, "w") as z:  # Canvas names: <student>_<user id>_<submission id>_<file>
+        for i, (student, nb) in enumerate(sorted(hostile_notebooks().items())):
+            data = nb if isinstance(nb, bytes) else nbformat.writes(nb).encode()
+            z.writestr(f"{student}_{1000 + i}_{5000 + i}_{LAB}.ipynb", data)
+    out = root / "out"
+    proc = subprocess.run([sys.executable, "-m", "gpt_lab.cli", "grade", LAB, str(archive), "--out", str(out),
+                           "--jobs", "2", "--timeout", str(TIMEOUT_S), "--memory-mb", str(MEMORY_MB), "--no-progress"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return read_grades_csv(out / "grades.csv"), out, archive
+
+
+def feedback(out, student):
+    return (out / "feedback" / f"{student}.html").read_text()
+
+
+def points(out, student):
+    """{test or check name: (points, max, message)} from the student's feedback page."""
+    rows = re.findall(r"<tr><td>([^<]+)</td><td class=pts>([\d.]+) / ([\d.]+)</td><td><span class=\"\w+\">\w+"
+                      r"</span></td><td>(.*?)</td></tr>", feedback(out, student))
+    return {name: (float(p), float(m), msg) for name, p, m, msg in rows}
+
+
+def hidden_points(out, student, prefix):
+    table = points(out, student)
+    return sum(p for name, (p, _, _) in table.items() if name.startswith(prefix))
+
+
+def hidden_max(prefix):
+    return sum(p for name, p in collect_checks(LAB) if name.startswith(prefix))
+
+
+def row(batch, student):
+    return batch[0][student]
+
+
+def score(batch, student):
+    r = row(batch, student)
+    return float(r["nbgrader_score"]), float(r["hidden_score"]), r["status"]
+
+
+def test_every_student_has_a_row(batch):
+    table, out, _ = batch
+    assert sorted(table) == sorted(hostile_notebooks())
+    full = SPEC.nbgrader_max_points + SPEC.hidden_max_points
+    assert {r["max"] for r in table.values()} == {f"{full:g}"}
+    assert (out / "distribution.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_correct_and_blank(batch):
+    assert score(batch, "correct") == (SPEC.nbgrader_max_points, SPEC.hidden_max_points, "ok")
+    assert row(batch, "correct")["message"] == "all tests and checks passed"
+    assert score(batch, "blank") == (0, 0, "ok")
+
+
+def test_partial_credit(batch):
+    nbg, hidden, status = score(batch, "partial")
+    assert status == "ok"
+    cells = points(batch[1], "partial")
+    assert {n for n, (p, m, _) in cells.items() if n.startswith("test-") and p == m} == {"test-sdpa", "test-gpt"}
+    assert nbg == cells["test-sdpa"][1] + cells["test-gpt"][1]
+    assert hidden == hidden_max("test_sdpa") > 0
+    assert "NotImplementedError" in cells["test-heads"][2]
+
+
+def test_infinite_loop_is_stopped(batch):
+    assert score(batch, "loop")[2] == "timeout"
+    assert "time limit" in row(batch, "loop")["message"]
+    cells = points(batch[1], "loop")
+    assert "time limit" in cells["test-mha"][2] and cells["test-mha"][0] == 0
+    assert [cells[name][0] for name in ("test-sdpa", "test-heads")] == [3, 2]  # what does not call the loop counts
+    assert hidden_points(batch[1], "loop", "test_sdpa") == hidden_max("test_sdpa")
+    assert hidden_points(batch[1], "loop", "test_split_heads") == hidden_max("test_split_heads")
+    assert hidden_points(batch[1], "loop", "test_mha") == 0
+
+
+def test_memory_bomb_fails_only_what_it_touches(batch):
+    assert score(batch, "membomb")[2] == "ok"
+    cells = points(batch[1], "membomb")
+    assert "MemoryError" in cells["test-heads"][2] and cells["test-heads"][0] == 0
+    assert cells["test-sdpa"][0] == cells["test-sdpa"][1]
+    assert hidden_points(batch[1], "membomb", "test_merge_heads") == 0
+    assert "memory" in cells["test_merge_heads[2-3-5-4]"][2]
+    assert hidden_points(batch[1], "membomb", "test_split_heads") == hidden_max("test_split_heads")
+
+
+def test_invalid_json_is_rejected_with_a_reason(batch):
+    r = row(batch, "badjson")
+    assert (r["status"], r["total"]) == ("invalid", "0")
+    assert "not valid JSON" in r["message"]
+
+
+def test_deleted_cells(batch):
+    assert score(batch, "deleted")[2] == "ok"
+    cells = points(batch[1], "deleted")
+    assert "missing from your notebook" in cells["test-heads"][2] and cells["test-heads"][0] == 0
+    assert cells["test-sdpa"][0] == 3 and hidden_points(batch[1], "deleted", "test_sdpa") == hidden_max("test_sdpa")
+    assert "not defined" in cells["test_split_heads[2-5-12-3]"][2]
+    assert hidden_points(batch[1], "deleted", "test_merge_heads") == 0
+
+
+def test_renamed_cell_and_function(batch):
+    assert score(batch, "renamed")[2] == "ok"
+    cells = points(batch[1], "renamed")
+    assert cells["test-sdpa"][:2] == (3, 3) and "put back" in cells["test-sdpa"][2]  # with its own points
+    assert "my-test" not in cells
+    assert cells["test-mha"][0] == 0 and hidden_points(batch[1], "renamed", "test_mha") == 0
+    assert "renamed" in cells["test_mha_without_mask_or_bias"][2]
+
+
+def test_tampered_visible_tests_are_restored(batch):
+    assert score(batch, "tampered")[2] == "ok"
+    cells = points(batch[1], "tampered")
+    assert cells["test-sdpa"][:2] == (0, 3) and cells["test-gpt"][:2] == (0, 2)
+    assert "restored" in row(batch, "tampered")["message"] and "test-sdpa" in row(batch, "tampered")["message"]
+    assert hidden_points(batch[1], "tampered", "test_sdpa_without_mask") == 0
+    assert hidden_points(batch[1], "tampered", "test_split_heads") == hidden_max("test_split_heads")
+
+
+def test_always_equal_results_do_not_pass(batch):
+    assert score(batch, "alwaysequal")[2] == "ok"
+    cells = points(batch[1], "alwaysequal")
+    assert cells["test-sdpa"][0] == 0 and cells["test-mha"][0] == 0
+    assert hidden_points(batch[1], "alwaysequal", "test_sdpa") == 0
+    assert hidden_points(batch[1], "alwaysequal", "test_mha") == 0
+    assert hidden_points(batch[1], "alwaysequal", "test_split_heads") == hidden_max("test_split_heads")
+
+
+def test_reading_tests_or_solutions_is_rejected(batch):
+    r = row(batch, "snoop")
+    assert (r["status"], r["total"]) == ("rejected", "0")
+    assert "(denied)" in r["message"]
+    page = feedback(batch[1], "snoop")  # lists every denied attempt
+    for target in ("check_lab01_attention.py", "solutions/lab01-attention", "autograded/snoop", "correct/submitted"):
+        assert target in page
+    assert "BEGIN SOLUTION" not in page and "def test_" not in page
+
+
+def test_writing_the_gradebook_is_rejected(batch):
+    r = row(batch, "gradebook")
+    assert (r["status"], r["total"]) == ("rejected", "0") and "gradebook" in r["message"]
+    assert score(batch, "correct")[:2] == (SPEC.nbgrader_max_points, SPEC.hidden_max_points)
+
+
+def test_os_exit_kills_only_its_own_kernel(batch):
+    nbg, hidden, status = score(batch, "exits")
+    assert status == "crashed" and nbg == 0
+    assert "died" in row(batch, "exits")["message"]
+    assert hidden_points(batch[1], "exits", "test_sdpa") == hidden_max("test_sdpa")
+    assert hidden_points(batch[1], "exits", "test_merge_heads") == 0
+
+
+def test_output_flood_is_capped_and_sys_exit_fails_one_cell(batch):
+    assert score(batch, "flood") == (SPEC.nbgrader_max_points, SPEC.hidden_max_points, "ok")
+    assert "printed more than" in row(batch, "flood")["message"]
+    executed = batch[1] / "workspace" / "flood" / "autograded" / "flood" / LAB / f"{LAB}.ipynb"
+    assert executed.stat().st_size < 5_000_000
+    text = executed.read_text()
+    assert "[output stopped by the grader after 1000000 characters]" in text  # by the kernel itself
+    assert '"ename": "SystemExit"' in text  # the sys.exit cell failed, the kernel went on
+
+
+def test_calling_the_reference_is_rejected(batch):
+    r = row(batch, "cheat")
+    assert (r["status"], r["total"]) == ("rejected", "0")
+    assert "instead of implementing it" in r["message"]
+
+
+def _secret_lines():
+    """Lines of hidden tests and reference answers (from solutions/) and of the check file's code."""
+    source = nbformat.read(SPEC.notebook, as_version=4)
+    lines = []
+    for cell in source.cells:
+        for block in re.findall(r"### BEGIN (?:HIDDEN TESTS|SOLUTION)\n(.*?)### END", cell.source, re.S):
+            lines += block.splitlines()
+    tree = ast.parse(SPEC.check_file.read_text())
+    docstrings = {ast.get_docstring(n) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.Module))}
+    code = SPEC.check_file.read_text().splitlines()
+    lines += [line for line in code if not any(line.strip() in (d or "") for d in docstrings)]
+    return {line.strip() for line in lines if len(line.strip()) > 25 and not line.strip().startswith("#")}
+
+
+def test_feedback_never_shows_hidden_tests_or_answers(batch):
+    secrets = _secret_lines()
+    assert len(secrets) > 20
+    for student in batch[0]:
+        page = feedback(batch[1], student)
+        leaked = [s for s in secrets if s in page]
+        assert not leaked, f"{student}'s feedback shows {leaked[:3]}"
+
+
+def test_others_are_unaffected_and_regrading_is_identical(batch, tmp_path):
+    """Grade a well-behaved notebook again, alone: the same row and the same feedback page."""
+    table, out, archive = batch
+    alone = tmp_path / "alone.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(alone, "w") as dst:
+        for info in src.infolist():
+            if info.filename.startswith("partial_"):
+                dst.writestr(info, src.read(info))
+    proc = subprocess.run([sys.executable, "-m", "gpt_lab.cli", "grade", LAB, str(alone), "--out",
+                           str(tmp_path / "out"), "--jobs", "2", "--timeout", str(TIMEOUT_S), "--memory-mb", str(MEMORY_MB),
+                           "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = read_grades_csv(tmp_path / "out" / "grades.csv")
+    assert list(again) == ["partial"] and again["partial"] == table["partial"]
+    assert feedback(tmp_path / "out", "partial") == feedback(out, "partial")

@@ -1,0 +1,71 @@
+"""Grade rows, feedback pages and the distribution figure, from hand-made results."""
+import pytest
+
+from gpt_lab.grading.report import (Item, StudentResult, feedback_html, plot_distribution, read_grades_csv,
+                                    write_feedback, write_grades_csv)
+
+
+def result(student, cells=(3, 0), checks=(1, 1, 0), status_notes=()):
+    r = StudentResult(student, "lab01-attention", nbgrader_max=5.0, hidden_max=3.0)
+    r.cells = [Item("test-sdpa", cells[0], 3, cells[0] == 3, "" if cells[0] == 3 else "AssertionError: wrong axes"),
+               Item("test-heads", cells[1], 2, cells[1] == 2, "" if cells[1] == 2 else "NotImplementedError")]
+    r.checks = [Item(f"test_check_{i}", p, 1, p == 1, "" if p else f"check {i} failed <b>badly</b>")
+                for i, p in enumerate(checks)]
+    for status, note in status_notes:
+        r.flag(status, note)
+    return r
+
+
+def test_scores_status_precedence_and_zeroing():
+    r = result("amy")
+    assert (r.nbgrader_score, r.hidden_score, r.total, r.max) == (3, 2, 5, 8)
+    r.flag("timeout", "a cell ran past the time limit")
+    r.flag("ok", "changed locked cells were restored")
+    assert r.status == "timeout"
+    r.flag("rejected", "the notebook tried open tests/x (denied)")
+    r.flag("crashed", "kernel died")  # less severe: the status stays rejected
+    assert r.status == "rejected" and (r.nbgrader_score, r.hidden_score, r.total, r.max) == (0, 0, 0, 8)
+    assert r.message == ("a cell ran past the time limit; changed locked cells were restored; the notebook tried "
+                         "open tests/x (denied); kernel died; notebook tests failed: test-heads; "
+                         "1 of 3 hidden checks failed")
+    with pytest.raises(ValueError, match="unknown status"):
+        r.flag("great", "")
+
+
+def test_grades_csv_is_sorted_formatted_and_formula_safe(tmp_path):
+    rows = [result("zed", cells=(3, 2), checks=(1, 1, 1)), result("=cmd|calc", status_notes=[("ok", "=1+1")]),
+            result("amy")]
+    rows[1].student = "=cmd|calc"  # ids are sanitised by collect; messages are not under our control
+    path = write_grades_csv(rows, tmp_path / "grades.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "student,lab,nbgrader_score,hidden_score,total,max,status,message"
+    assert lines[2] == "amy,lab01-attention,3,2,5,8,ok,notebook tests failed: test-heads; 1 of 3 hidden checks failed"
+    table = read_grades_csv(path)
+    assert list(table) == ["=cmd|calc", "amy", "zed"]
+    assert table["zed"]["total"] == "8" and table["zed"]["message"] == "all tests and checks passed"
+    assert table["amy"]["message"] == "notebook tests failed: test-heads; 1 of 3 hidden checks failed"
+    assert table["=cmd|calc"]["message"].startswith("'=1+1")
+    write_grades_csv(list(reversed(rows)), tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_bytes() == path.read_bytes()
+
+
+def test_feedback_lists_every_part_and_escapes_text(tmp_path):
+    r = result("amy", status_notes=[("ok", "<script>alert(1)</script>")])
+    page = feedback_html(r)
+    for name in ("test-sdpa", "test-heads", "test_check_0", "test_check_1", "test_check_2"):
+        assert name in page
+    assert "AssertionError: wrong axes" not in page  # passed cells show no message
+    assert "NotImplementedError" in page and "check 2 failed &lt;b&gt;badly&lt;/b&gt;" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "5 / 8" in page and "3 / 5" in page and "2 / 3" in page
+    assert write_feedback(r, tmp_path / "fb").read_text() == page
+
+
+def test_distribution_figure(tmp_path):
+    rows = [result(f"s{i}", cells=(3 * (i % 2), 2), checks=(1, i % 2, 0)) for i in range(7)]
+    rows[0].flag("invalid", "not valid JSON")
+    path = plot_distribution(rows, tmp_path / "dist.png", "lab01-attention")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    plot_distribution(rows, tmp_path / "again.png", "lab01-attention")
+    assert (tmp_path / "again.png").read_bytes() == data

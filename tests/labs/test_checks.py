@@ -1,0 +1,52 @@
+"""The lab registry and run_checks' contract (the hostile cases run in test_sandbox.py)."""
+import importlib
+
+import pytest
+
+from gpt_lab.grading.checks import LABS, CheckResult, collect_checks, resolve_lab, run_checks
+from gpt_lab.grading.submission import SubmissionError
+
+
+@pytest.mark.parametrize("name", ["lab01-attention", "lab01", "1", "01", "attention", "lab01-attention/"])
+def test_resolve_lab(name):
+    assert resolve_lab(name) == "lab01-attention"
+
+
+def test_resolve_unknown_lab():
+    with pytest.raises(ValueError, match="unknown lab 'lab99'"):
+        resolve_lab("lab99")
+
+
+@pytest.mark.parametrize("lab", list(LABS))
+def test_registry_targets_exist(lab):
+    """Every reference and forbidden callable resolves (a rename in gpt_lab must update LABS)."""
+    spec = LABS[lab]
+    assert spec.check_file.exists() and set(spec.references) <= set(spec.graded)
+    for target in [*spec.references.values(), *spec.forbidden]:
+        module, _, attr = target.partition(":")
+        owner = importlib.import_module(module)
+        for part in attr.split("."):
+            owner = getattr(owner, part)
+        assert callable(owner), target
+    importlib.import_module(spec.scenario_module)
+
+
+def test_unreadable_notebook_raises_submission_error(tmp_path):
+    bad = tmp_path / "broken.ipynb"
+    bad.write_text('{"cells": [')
+    with pytest.raises(SubmissionError, match="not valid JSON"):
+        run_checks("lab01", bad)
+
+
+def test_collect_checks_and_points():
+    checks = collect_checks("lab02-masking")
+    names = [name for name, _ in checks]
+    assert "test_padded_batch_inside_gpt[left]" in names and len(names) == len(set(names))
+    assert LABS["lab02-masking"].hidden_max_points == sum(points for _, points in checks) > len(checks)
+    assert LABS["lab02-masking"].nbgrader_max_points == 10
+
+
+def test_check_result_is_json_friendly():
+    result = CheckResult("test_x", 0.0, 2.0, False, "wrong", "StudentError")
+    assert result.to_dict() == {"name": "test_x", "points": 0.0, "max_points": 2.0, "passed": False,
+                                "message": "wrong", "error": "StudentError"}

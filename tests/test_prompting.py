@@ -1,0 +1,67 @@
+"""gpt_lab.prompting: few-shot prompt format and accuracy as a function of the number of shots."""
+import numpy as np
+import pytest
+import torch
+
+from gpt_lab.model import GPT, GPTConfig
+from gpt_lab.prompting import CODE_NAME_FORMAT, accuracy_vs_shots, complete, few_shot_prompt
+from gpt_lab.sft import SYSTEM_PROMPT, SFTExample
+from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
+from gpt_lab.train import TrainConfig, lm_batches, train
+
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+NEXT_DAY = [(d, DAYS[(i + 1) % 7]) for i, d in enumerate(DAYS)]
+
+
+def test_few_shot_prompt_format():
+    assert few_shot_prompt(NEXT_DAY[:2], "Friday") == "Monday -> Tuesday\nTuesday -> Wednesday\nFriday ->"
+    assert few_shot_prompt([], "Friday") == "Friday ->"
+    assert few_shot_prompt(NEXT_DAY[:1], "Friday", instruction="Next day:") == "Next day:\nMonday -> Tuesday\nFriday ->"
+    code = few_shot_prompt([("def add(a, b):\n    return a + b", "add")], "def neg(x):\n    return -x",
+                           **CODE_NAME_FORMAT)
+    assert code == "def add(a, b):\n    return a + b\n# name: add\n\ndef neg(x):\n    return -x\n# name:"
+
+
+@pytest.fixture(scope="module")
+def days_model():
+    """A tiny model trained (seconds) on lines 'day next-day' (a bigram it learns fast): it knows the mapping."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    text = "\n".join(f"{a} {b}" for a, b in (NEXT_DAY[i] for i in rng.integers(0, 7, 3000)))
+    tok = CompactTokenizer(get_tokenizer().encode(text))
+    ids = np.array(tok.encode(text), dtype=np.int64)
+    model = GPT(GPTConfig(vocab_size=tok.n_vocab, block_size=64, n_layer=2, n_head=2, n_embd=48, dropout=0.0))
+    batches = lm_batches(ids[:-500], ids[-500:], batch_size=16, block_size=32, seed=0)
+    train(model, batches, TrainConfig(max_steps=120, lr=1e-2, warmup_steps=10, eval_interval=0, progress=False))
+    return model.eval(), tok
+
+
+def test_complete_cuts_one_answer(days_model):
+    model, tok = days_model
+    prompts = [few_shot_prompt(NEXT_DAY[:2], d, answer_prefix="") for d in ("Friday", "Sunday", "Monday")]
+    assert complete(model, tok, prompts, max_new_tokens=6, batch_size=2) == ["Saturday", "Monday", "Tuesday"]
+
+
+def test_accuracy_vs_shots_counts_exact_matches(days_model):
+    model, tok = days_model
+    acc = accuracy_vs_shots(model, tok, NEXT_DAY, shots=(0, 1, 2, 4), answer_prefix="", separator="\n",
+                            max_new_tokens=6)
+    assert acc == {0: 1.0, 1: 1.0, 2: 1.0, 4: 1.0}
+    # references that are wrong for half the queries: accuracy counts exactly those
+    wrong = [(d, n if i % 2 == 0 else "Never") for i, (d, n) in enumerate(NEXT_DAY)]
+    acc = accuracy_vs_shots(model, tok, wrong, shots=(2,), shot_examples=NEXT_DAY, answer_prefix="",
+                            separator="\n", max_new_tokens=6)
+    assert acc == {2: pytest.approx(4 / 7)}
+    assert accuracy_vs_shots(model, tok, NEXT_DAY, shots=(1,), n_eval=3, answer_prefix="", separator="\n",
+                             max_new_tokens=6) == {1: 1.0}
+
+
+def test_accuracy_vs_shots_reads_sft_examples_and_checks_sizes(days_model):
+    model, tok = days_model
+    examples = [SFTExample(SYSTEM_PROMPT, "", n, "next-day", "days", d) for d, n in NEXT_DAY]
+    assert accuracy_vs_shots(model, tok, examples, shots=(1,), answer_prefix="", separator="\n",
+                             max_new_tokens=6) == {1: 1.0}
+    with pytest.raises(ValueError, match="at least 8"):
+        accuracy_vs_shots(model, tok, NEXT_DAY, shots=(8,))
+    with pytest.raises(ValueError, match="block_size"):
+        accuracy_vs_shots(model, tok, NEXT_DAY, shots=(2,), instruction="word " * 60, max_new_tokens=6)

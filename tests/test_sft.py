@@ -1,0 +1,235 @@
+"""gpt_lab.sft: chat template, label mask, data split, fine-tuning and exact-match evaluation."""
+import ast
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt_lab.model import GPT, GPTConfig
+from gpt_lab.sft import (SYSTEM_PROMPT, TASKS, SFTExample, _arguments, apply_chat_template, build_sft_example,
+                         evaluate_exact_match, finetune, finetuned, function_tasks, predict, sft_batches)
+from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
+from gpt_lab.train import IGNORE_INDEX, evaluate, shift_labels
+
+
+def example(code: str, name: str) -> SFTExample:
+    return SFTExample(SYSTEM_PROMPT, f"{TASKS['function-name']}\n\n{code}", name, "function-name", "toy", code)
+
+
+TOY = [example("def add(a, b):\n    return a + b", "add"),
+       example("def neg(x):\n    return -x", "neg"),
+       example("def first(xs):\n    return xs[0]", "first"),
+       example("def size(self):\n    return len(self.items)", "size")]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """A compact tokenizer over the toy texts (a few hundred ids: tiny models train in seconds)."""
+    texts = [apply_chat_template(e.messages()) for e in TOY]
+    return CompactTokenizer(get_tokenizer().encode("\n".join(texts), allowed_special="all"))
+
+
+def tiny_model(tok, seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=tok.n_vocab, block_size=64, n_layer=2, n_head=2, n_embd=48, dropout=0.0))
+
+
+# ----------------------------------------------------------------------------- template
+
+def test_chat_template_exact_string():
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Extract the function name from the code.\n\ndef add(a, b):\n    return a + b"},
+                {"role": "assistant", "content": "add"}]
+    assert apply_chat_template(messages) == (
+        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n"
+        "Extract the function name from the code.\n\ndef add(a, b):\n    return a + b [/INST] add<|endoftext|>")
+    # no answer: ends right after [/INST], ready for generation
+    assert apply_chat_template(messages[:2]) == (
+        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n"
+        "Extract the function name from the code.\n\ndef add(a, b):\n    return a + b [/INST]")
+    # default system prompt; an empty one drops the <<SYS>> block
+    assert apply_chat_template([{"role": "user", "content": "hi"}]) == \
+        f"[INST] <<SYS>>\n{SYSTEM_PROMPT}\n<</SYS>>\n\nhi [/INST]"
+    assert apply_chat_template([{"role": "system", "content": ""}, {"role": "user", "content": "hi"}]) == "[INST] hi [/INST]"
+
+
+def test_chat_template_multi_turn_and_errors():
+    turns = [{"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
+             {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"}]
+    assert apply_chat_template(turns) == \
+        "[INST] <<SYS>>\nS\n<</SYS>>\n\nu1 [/INST] a1<|endoftext|>[INST] u2 [/INST]"
+    with pytest.raises(ValueError, match="expected 'user'"):
+        apply_chat_template([{"role": "assistant", "content": "a"}])
+    with pytest.raises(ValueError, match="expected 'assistant'"):
+        apply_chat_template([{"role": "user", "content": "u"}, {"role": "user", "content": "u"}])
+    with pytest.raises(ValueError, match="at least one 'user'"):
+        apply_chat_template([{"role": "system", "content": "S"}])
+    with pytest.raises(ValueError, match="'role' and 'content'"):
+        apply_chat_template([{"role": "user", "text": "u"}])
+
+
+# ----------------------------------------------------------------------------- label mask
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", "compact"])
+def test_label_mask_position_by_position(tokenizer, tok):
+    enc = get_tokenizer() if tokenizer == "gpt2" else tok
+    e = TOY[0]
+    ids, labels = build_sft_example(e.system, e.user, e.answer, enc)
+    prompt = enc.encode(apply_chat_template(e.messages(with_answer=False)))
+    answer = enc.encode(" add") + [enc.eot_token]
+    P = len(prompt)
+    assert ids == prompt + answer
+    # the whole templated text tokenizes to the same ids (training = generation prompt + answer)
+    assert ids == enc.encode(apply_chat_template(e.messages()), allowed_special="all")
+    assert len(labels) == len(ids)
+    for t in range(len(ids)):
+        if t < P:
+            assert labels[t] == IGNORE_INDEX, f"prompt position {t} must be ignored"
+        else:
+            assert labels[t] == ids[t], f"answer position {t} must be learned"
+    assert labels[-1] == enc.eot_token  # the end token is learned: the model learns to stop
+    # after the shift, the last prompt position predicts the first answer token
+    targets = shift_labels(torch.tensor([labels]))[0].tolist()
+    assert targets[:P - 1] == [IGNORE_INDEX] * (P - 1)
+    assert targets[P - 1:-1] == answer and targets[-1] == IGNORE_INDEX
+
+    ids2, labels2 = build_sft_example(e.system, e.user, e.answer, enc, mask_prompt=False)
+    assert ids2 == ids and labels2 == ids  # learn every position, prompt included
+
+
+def test_build_sft_example_rejects_empty_answer(tok):
+    with pytest.raises(ValueError, match="answer"):
+        build_sft_example(SYSTEM_PROMPT, "u", "  ", tok)
+
+
+# ----------------------------------------------------------------------------- data
+
+def test_arguments_match_inspect_signature():
+    def f(a, b=1, /, c=2, *rest, d, e=3, **kw):
+        pass
+
+    node = ast.parse(inspect.getsource(f).strip()).body[0]
+    expected = ", ".join(str(p).split("=")[0] for p in inspect.signature(f).parameters.values())
+    assert _arguments(node) == expected == "a, b, c, *rest, d, e, **kw"
+
+
+def test_function_tasks_split_by_module_and_answers():
+    splits = function_tasks(max_code_tokens=48)
+    assert len(splits.train) > 500 and len(splits.test) > 100
+    top = lambda exs: {e.module.split(".")[0] for e in exs}  # noqa: E731
+    assert not top(splits.train) & top(splits.test), "a package is in both train and test"
+    assert not {e.module for e in splits.train} & {e.module for e in splits.test}
+    assert {e.task for e in splits.test} == set(TASKS)
+    for e in splits.train[:300] + splits.test[:300]:
+        assert e.user == f"{TASKS[e.task]}\n\n{e.code}" and e.system == SYSTEM_PROMPT
+        assert len(get_tokenizer().encode(e.code, disallowed_special=())) <= 48
+        node = ast.parse(e.code).body[0]  # real, parseable code of one function
+        assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        assert e.answer == (node.name if e.task == "function-name" else _arguments(node))
+    # deterministic, and the seed changes which packages are held out
+    again = function_tasks(max_code_tokens=48)
+    assert again.test == splits.test and again.train == splits.train
+    assert top(function_tasks(max_code_tokens=48, seed=1).test) != top(splits.test)
+    with pytest.raises(ValueError, match="unknown task"):
+        function_tasks(tasks=("nope",))
+
+
+# ----------------------------------------------------------------------------- batches and training
+
+def test_sft_batches_pad_shift_and_loss(tok):
+    batches = sft_batches({"train": TOY, "val": TOY[:2]}, tok, batch_size=3, block_size=64)
+    x, y, mask = batches("train", 0)
+    assert x.shape == y.shape == mask.shape and x.shape[0] == 3
+    x2, y2, _ = batches("train", 0)
+    assert torch.equal(x, x2) and torch.equal(y, y2)  # same batch for the same (split, step)
+    vx, _, vm = batches("val", 0)
+    val_rows = {tuple(tok.encode(apply_chat_template(e.messages()), allowed_special="all")) for e in TOY[:2]}
+    assert {tuple(vx[b, :int(vm[b].sum())].tolist()) for b in range(3)} == val_rows  # val reads its own examples
+    rows = {tuple(tok.encode(apply_chat_template(e.messages()), allowed_special="all")): e for e in TOY}
+    for b in range(3):
+        n = int(mask[b].sum())
+        ids = tuple(x[b, :n].tolist())
+        assert ids in rows and (mask[b, :n] == 1).all() and (mask[b, n:] == 0).all()
+        _, labels = build_sft_example(rows[ids].system, rows[ids].user, rows[ids].answer, tok)
+        assert y[b, :n].tolist() == labels[1:] + [IGNORE_INDEX]
+        assert (y[b, n:] == IGNORE_INDEX).all()  # padding is never learned
+    # the model's loss is the mean cross-entropy over answer tokens only (reference: F.cross_entropy)
+    model = tiny_model(tok)
+    logits, loss = model(x, attention_mask=mask, targets=y)
+    keep = y != IGNORE_INDEX
+    assert torch.allclose(loss, F.cross_entropy(logits[keep], y[keep]), atol=1e-6)
+    assert int(keep.sum()) == sum(len(tok.encode(" " + rows[tuple(x[b, :int(mask[b].sum())].tolist())].answer)) + 1
+                                  for b in range(3))
+    with pytest.raises(ValueError, match="block_size"):
+        sft_batches(TOY, tok, batch_size=2, block_size=20)
+    with pytest.raises(ValueError, match="'val'"):
+        sft_batches(TOY, tok, batch_size=2, block_size=64)("val", 0)
+
+
+def test_every_example_is_seen_once_per_epoch(tok):
+    batches = sft_batches(TOY, tok, batch_size=2, block_size=64, seed=3)
+    seen = [tuple(x[m.bool()].tolist()) for s in range(2) for x, m in zip(batches("train", s)[0], batches("train", s)[2])]
+    assert len(set(seen)) == len(TOY)
+
+
+def test_finetune_lowers_the_answer_loss(tok):
+    model = tiny_model(tok)
+    masked = sft_batches(TOY, tok, batch_size=4, block_size=64)
+    before = evaluate(model, lambda split, step: masked("train", step), steps=1)["loss"]
+    history = finetune(model, tok, TOY, val_examples=TOY, steps=40, lr=3e-3, batch_size=4, warmup_steps=2)
+    after = evaluate(model, lambda split, step: masked("train", step), steps=1)["loss"]
+    assert len(history.train_loss) == 40 and history.val_loss
+    assert after < 0.2 * before, (before, after)
+    assert not model.training
+
+
+def test_masking_decides_what_is_learned(tok):
+    """Without the mask the prompt is learned too; with it, only the answer."""
+    prompt_loss = {}
+    for mask_prompt in (True, False):
+        model = tiny_model(tok)
+        finetune(model, tok, TOY, steps=30, lr=3e-3, batch_size=4, mask_prompt=mask_prompt, warmup_steps=2)
+        full = sft_batches(TOY, tok, batch_size=4, block_size=64, mask_prompt=False)
+        answer_only = sft_batches(TOY, tok, batch_size=4, block_size=64, mask_prompt=True)
+        x, y_all, m = full("train", 0)
+        _, y_ans, _ = answer_only("train", 0)
+        y_prompt = y_all.masked_fill(y_ans != IGNORE_INDEX, IGNORE_INDEX)  # prompt targets only
+        with torch.no_grad():
+            prompt_loss[mask_prompt] = model(x, attention_mask=m, targets=y_prompt)[1].item()
+    assert prompt_loss[False] < 0.5 * prompt_loss[True], prompt_loss
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def test_evaluate_exact_match_on_a_memorized_model(tok):
+    model = tiny_model(tok)
+    finetune(model, tok, TOY, steps=80, lr=3e-3, batch_size=4, warmup_steps=2)
+    assert predict(model, tok, TOY) == [e.answer for e in TOY]
+    assert evaluate_exact_match(model, tok, TOY) == 1.0
+    wrong = [SFTExample(e.system, e.user, "other", e.task, e.module, e.code) for e in TOY[:2]]
+    assert evaluate_exact_match(model, tok, TOY + wrong) == pytest.approx(4 / 6)
+    padded = [SFTExample(e.system, e.user, f"  {e.answer} ", e.task, e.module, e.code) for e in TOY]
+    assert evaluate_exact_match(model, tok, padded, batch_size=3) == 1.0  # references are stripped too
+    with pytest.raises(ValueError, match="no examples"):
+        evaluate_exact_match(model, tok, [])
+
+
+def test_finetuned_is_cached_and_scored():
+    first = finetuned("function-name")
+    assert first.path.exists() and first.info["tasks"] == ["function-name"]
+    assert 0.0 <= first.info["accuracy"]["function-name"] <= 1.0 and first.info["n_train"] > 0
+    again = finetuned("function-name")
+    assert again.path == first.path
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()))
+    assert finetuned("function-name", mask_prompt=False).path != first.path
+    with pytest.raises(ValueError, match="unknown task"):
+        finetuned("nope")
+
+
+def test_cli_finetune(capsys):
+    from gpt_lab.cli import main
+
+    assert main(["finetune", "--task", "function-name"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint:" in out and "sft-function-name" in out and "function-name accuracy" in out
