@@ -225,6 +225,31 @@ def shot_accuracy(impl, state: dict, config: dict, kept_ids: Sequence[int], task
     return impl.accuracy_vs_shots(model, tok, task, shot_examples=pool, **kwargs)
 
 
+@scenario
+def shot_prompts(impl, state: dict, config: dict, kept_ids: Sequence[int], task_examples: Sequence,
+                 shot_examples: Sequence | None = None, answer: str = "Tuesday", **kwargs) -> dict:
+    """The prompts your accuracy_vs_shots hands to your complete() (which answers `answer` to every prompt
+    here), and the accuracy it reports: {"prompts": sorted list, "max_new_tokens": [...], "accuracy": {...}}."""
+    model, tok = rebuild_model(state, config, kept_ids)
+    calls = []
+
+    def recorder(model, tokenizer, prompts, max_new_tokens=16, batch_size=16):
+        calls.append((list(prompts), max_new_tokens))
+        return [answer] * len(prompts)
+
+    fn = impl.accuracy_vs_shots
+    namespace = getattr(fn, "__wrapped__", fn).__globals__  # where its `complete` is looked up
+    saved = namespace.get("complete")
+    namespace["complete"] = recorder
+    try:
+        pool = None if shot_examples is None else [tuple(p) for p in shot_examples]
+        accuracy = fn(model, tok, [tuple(p) for p in task_examples], shot_examples=pool, **kwargs)
+    finally:
+        namespace["complete"] = saved
+    return {"prompts": sorted(p for prompts, _ in calls for p in prompts),
+            "max_new_tokens": sorted({n for _, n in calls}), "accuracy": accuracy}
+
+
 def reference_lab06() -> SimpleNamespace:
     from gpt_lab import prompting
 

@@ -288,6 +288,13 @@ def test_beam_with_eos(student, seed, sharpness, prompt, eos_id, length_penalty)
                 seed=seed, sharpness=sharpness, vocab_size=5, n_layer=1, n_embd=16)
 
 
+@pytest.mark.points(2)
+def test_beam_early_stop(student):
+    """beam_search stops once beam_width hypotheses have finished and none alive scores better (not later)"""
+    check_beams(student, prompt=[2, 1], beam_width=2, max_new_tokens=8, eos_id=2, length_penalty=1.0, seed=7,
+                vocab_size=7, n_layer=1, n_embd=16)
+
+
 @pytest.mark.points(1)
 @pytest.mark.parametrize("beam_width, max_new_tokens", [(4, 5), (2, 1), (6, 3)])
 def test_beam_larger_vocabulary(student, beam_width, max_new_tokens):

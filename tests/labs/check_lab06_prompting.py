@@ -149,3 +149,21 @@ def test_accuracy_reads_sft_examples(student, days_model):
     """accuracy_vs_shots reads examples with .code and .answer (SFTExample) as (code, answer)"""
     check_accuracy(student, days_model, NEXT_DAY, as_sft_examples=True, shots=(0, 2), answer_prefix=" ->",
                    separator="\n")
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("seed, shots, n_eval", [(0, (0, 1, 3), None), (4, (2, 4), 5)])
+def test_accuracy_prompts(student, days_model, seed, shots, n_eval):
+    """accuracy_vs_shots asks your complete() with nested shots drawn as specified, never the query's input or output"""
+    pool = NEXT_DAY + [(d, "Sunday") for d in DAYS[:4]] + [("Someday", d) for d in DAYS[:3]]
+    kwargs = dict(days_model, task_examples=WRONG, shot_examples=pool, shots=shots, n_eval=n_eval, seed=seed,
+                  answer_prefix=" ->", separator="\n", max_new_tokens=5)
+    got = student.scenario("shot_prompts", **kwargs)
+    want = scenarios.shot_prompts(REFERENCE, **kwargs)
+    assert got["prompts"], "accuracy_vs_shots should get its answers from your complete()"
+    assert len(got["prompts"]) == len(want["prompts"]), \
+        f"accuracy_vs_shots should ask {len(want['prompts'])} prompts in all (queries x shot counts), asked {len(got['prompts'])}"
+    assert got["prompts"] == want["prompts"], \
+        "accuracy_vs_shots builds other prompts than expected: check how the shots are drawn and nested"
+    assert got["max_new_tokens"] == want["max_new_tokens"], "accuracy_vs_shots should pass max_new_tokens to complete()"
+    assert got["accuracy"] == want["accuracy"], "with these answers the accuracy is wrong"
