@@ -327,7 +327,7 @@ def test_internal_links_resolve(rendered, page):
 # listed above is visible in the built HTML").
 WORKED_EXAMPLES = {
     "book/01_tokens.html": ["4299", "751", "2599", "1441", "1343", "50257", "768", "1024", "38,597,376"],
-    "book/02_attention.html": ["768.0", "mean weight on itself", "pre-LN", "post-LN", "statistics detached"],
+    "book/02_attention.html": ["768.0", "most attended token", "pre-LN", "post-LN", "statistics detached"],
     "book/03_masking.html": ["Narwhals", "PAD", "axolotls", "attention_mask", "causal mask only"],
     "book/04_teacher_forcing.html": ["Paris", "capital", "France", "<end>", "(none: ignored)", "0.4928",
                                     "unigram"],
