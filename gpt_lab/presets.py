@@ -51,7 +51,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # seconds: unit tests, and every preset under GPT_LAB_FAST=1
-    "tiny": Preset(2, 2, 64, 64, 16, TrainConfig(max_steps=40, lr=3e-3, warmup_steps=5, eval_interval=20, eval_steps=4)),
+    "tiny": Preset(2, 2, 64, 128, 16, TrainConfig(max_steps=40, lr=3e-3, warmup_steps=5, eval_interval=20, eval_steps=4)),
     # the course model: <= 5 minutes on 2 CPU cores
     "small": Preset(4, 4, 192, 256, 8, TrainConfig(max_steps=300, lr=2e-3, warmup_steps=20, eval_interval=50,
                                                      eval_steps=8)),

@@ -130,6 +130,7 @@ def grade(lab: str, submissions: str | Path, out: str | Path | None = None, jobs
     `timeout_s`: time allowed to run one notebook (each cell, and the whole run plus startup), and again (at
     least CHECKS_MIN_S) for all its hidden checks, where one call of a graded function gets at most the lab's
     per-call limit. `memory_mb`: address-space limit of the notebook's kernel and of the check sandbox.
+    From a script, call it under `if __name__ == "__main__":` (the pool's processes re-import the main module).
     """
     lab = resolve_lab(lab)
     spec = LABS[lab]
