@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Tools the venv installs (nbgrader runs `alembic`, tests run `torchrun`) are found without activating it.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup book book-fast test labs serve grade clean
 

@@ -7,6 +7,14 @@ and check it against gpt_lab's references.
 - `checks`: the lab registry (`LABS`) and `run_checks(lab, notebook)` -> list of `CheckResult`.
 """
 import importlib
+import os
+import sys
+
+# nbgrader creates its gradebook by running the `alembic` executable, which lives beside this
+# interpreter: make it findable when the venv is used without being activated (.venv/bin/gpt-lab).
+_BIN = os.path.dirname(sys.executable)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 _EXPORTS = {"LABS": "checks", "CheckResult": "checks", "LabSpec": "checks", "resolve_lab": "checks",
             "run_checks": "checks", "collect_checks": "checks", "SubmissionError": "submission",
