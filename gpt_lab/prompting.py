@@ -95,3 +95,25 @@ def accuracy_vs_shots(model: torch.nn.Module, tokenizer, task_examples: Sequence
         answers = complete(model, tokenizer, prompts, max_new_tokens, batch_size)
         result[k] = sum(a == y.strip() for a, (_, y) in zip(answers, queries)) / len(queries)
     return result
+
+
+@torch.no_grad()
+def repeat_loss(model: torch.nn.Module, vocab_size: int, length: int = 50, batch_size: int = 8,
+                seed: int = 0) -> tuple[float, float]:
+    """Probe for copying from context: loss (nats/token) on random tokens, then on their repeat.
+
+    Each row is `length` random token ids followed by the same ids again, shape (B, 2 * length).
+    A model that copies what followed an earlier match (an "induction head") predicts the
+    repeat almost perfectly, so the second number falls far below the first; a model without
+    the skill scores both halves alike, near log(vocab_size). Returns (first pass, repeat).
+    """
+    if 2 * length > model.config.block_size:
+        raise ValueError(f"2 * length = {2 * length} exceeds the context (block_size {model.config.block_size})")
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    half = torch.randint(0, vocab_size, (batch_size, length), generator=g)
+    seq = torch.cat([half, half], dim=1).to(device)                            # (B, 2L)
+    logits, _ = model(seq)                                                     # (B, 2L, V)
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), seq[:, 1:],
+                                            reduction="none")                  # (B, 2L - 1): position t predicts t + 1
+    return float(nll[:, :length - 1].mean()), float(nll[:, length:].mean())

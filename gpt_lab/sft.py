@@ -30,7 +30,8 @@ from gpt_lab.data import _fingerprint, cache_dir, collate, pad_sequences, python
 from gpt_lab.presets import Bundle, _key, fast_mode, load_bundle, pretrained
 from gpt_lab.prompting import complete
 from gpt_lab.tokenizer import ENDOFTEXT, get_tokenizer
-from gpt_lab.train import IGNORE_INDEX, BatchFn, History, TrainConfig, save_checkpoint, shift_labels, train
+from gpt_lab.train import (IGNORE_INDEX, BatchFn, History, TrainConfig, lm_loss, save_checkpoint, shift_labels,
+                           train)
 
 SYSTEM_PROMPT = "You are a helpful assistant in programming."
 
@@ -283,6 +284,29 @@ def sft_batches(examples: Sequence[SFTExample] | Mapping[str, Sequence[SFTExampl
     return batches
 
 
+class AnswerLoss(torch.nn.Module):
+    """`model` for training, with the output layer run only at the positions that are learned.
+
+    Returns the same loss as `model(idx, attention_mask, targets)` (mean cross-entropy over the
+    targets that are not IGNORE_INDEX), but with a masked prompt only the few answer positions
+    of each row pay for the (C x vocab) LM head, the most expensive layer of the course model.
+    Parameters are the model's own: training the wrapper trains the model.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if targets is None:
+            raise ValueError("AnswerLoss needs targets: it computes logits only where targets are learned")
+        hidden, _ = self.model.hidden_states(idx, attention_mask)          # (B, T, C)
+        keep = targets != IGNORE_INDEX                                     # (B, T)
+        logits = self.model.lm_head(hidden[keep])                          # (N, V): learned positions only
+        return logits, lm_loss(logits[None], targets[keep][None])
+
+
 @dataclass(frozen=True)
 class SFTRecipe:
     """Fine-tuning hyper-parameters (the defaults of `finetune` and `finetuned`)."""
@@ -309,6 +333,7 @@ def finetune(model: torch.nn.Module, tokenizer, train_examples: Sequence[SFTExam
              warmup_steps: int | None = None, progress: bool | None = None) -> History:
     """Fine-tune `model` in place on the examples with `gpt_lab.train.train`; return its History.
 
+    The loop runs on `AnswerLoss(model)` (same loss, output layer only at learned positions).
     Defaults come from `default_recipe()`; with `val_examples` the validation loss (on the same
     loss mask) is recorded every steps // 5 steps. The model is left in eval mode.
     """
@@ -321,7 +346,7 @@ def finetune(model: torch.nn.Module, tokenizer, train_examples: Sequence[SFTExam
     config = TrainConfig(max_steps=steps, lr=lr or recipe.lr,
                          warmup_steps=min(recipe.warmup_steps if warmup_steps is None else warmup_steps, steps),
                          eval_interval=max(1, steps // 5) if val_examples else 0, eval_steps=4, progress=progress)
-    history = train(model, batches, config)
+    history = train(AnswerLoss(model), batches, config)
     model.eval()
     return history
 

@@ -115,7 +115,7 @@ def draw_panel(bundle: Bundle, prompt: str, settings: DecodingSettings, max_new_
     model_probs, used = next_token_distributions(bundle.model, prompt_ids, settings)
     viz.plot_top_tokens(model_probs, bundle.tokenizer, top=top, ax=bars_ax, adjusted=used, title=settings.label())
     text = continue_text(bundle, prompt, settings, max_new_tokens)
-    lines = (prompt + text).splitlines() or [""]
+    lines = viz.visible(prompt + text).replace("↵", "↵\n").splitlines() or [""]  # runs of spaces show
     shown = "\n".join(line[:60] for line in lines[:max_lines]) + ("\n..." if len(lines) > max_lines else "")
     text_ax.axis("off")
     text_ax.text(0.0, 1.0, shown, family="monospace", fontsize=9, va="top", ha="left", parse_math=False,

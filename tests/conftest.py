@@ -15,3 +15,15 @@ def _cache_dir(tmp_path_factory):
     else:
         os.environ["GPT_LAB_CACHE"] = str(tmp_path_factory.mktemp("gpt_lab_cache"))
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads that
+    wait for each other make each forward pass ~20x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -56,11 +56,18 @@ def test_clear_errors(tmp_path):
 
 def test_split_is_deterministic():
     corpus = load_corpus("shakespeare")
-    train, val = corpus.split(0.1)
+    train, val = corpus.split(0.1, chunk=1000)
     assert len(train) + len(val) == len(corpus)
-    assert np.array_equal(val, corpus.ids[len(train):])
-    with pytest.raises(ValueError):
+    assert abs(len(val) / len(corpus) - 0.1) < 0.01
+    # chunks 9, 19, 29, ... validate; the others train, in order
+    assert np.array_equal(val[:2000], np.concatenate([corpus.ids[9000:10000], corpus.ids[19000:20000]]))
+    assert np.array_equal(train[:10000], np.concatenate([corpus.ids[:9000], corpus.ids[10000:11000]]))
+    again = corpus.split(0.1, chunk=1000)
+    assert np.array_equal(again[0], train) and np.array_equal(again[1], val)
+    with pytest.raises(ValueError, match="val_fraction"):
         corpus.split(1.5)
+    with pytest.raises(ValueError, match="chunk"):
+        corpus.split(0.1, chunk=0)
 
 
 def test_get_batch_windows_are_shifted_by_one():

@@ -10,33 +10,15 @@ from gpt_lab import decoding
 from gpt_lab.decoding import (Hypothesis, apply_additive_penalties, apply_penalties, apply_temperature, beam_search,
                               generate, greedy, process_logits, sample, stream_generate, token_counts, top_k_filter,
                               top_p_filter)
-from gpt_lab.model import GPT, GPTConfig
+from helpers import peaked_gpt
 
 
-def tiny_gpt(vocab_size: int = 50, block_size: int = 64, seed: int = 0, std: float = 0.5) -> GPT:
-    """A random 2-layer GPT with large weights: peaked, position-dependent next-token distributions."""
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, std)
-    return model.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads that
-    wait for each other make each forward pass ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_gpt()
+    return peaked_gpt()
 
 
 # ----------------------------------------------------------------------------- penalties
@@ -332,7 +314,7 @@ def test_beam_width_one_is_greedy(model):
 
 def test_beam_search_equals_exhaustive_search():
     """V = 5, L = 3 new tokens, beam width V ** (L - 1) = 25: the 25 best of all 125 sequences."""
-    model = tiny_gpt(vocab_size=5, block_size=8, seed=3, std=0.8)
+    model = peaked_gpt(vocab_size=5, block_size=8, seed=3, std=0.8)
     prompt, V, L, width = [1, 4], 5, 3, 25
     everything = [list(s) for s in itertools.product(range(V), repeat=L)]
     logprobs = _sequence_logprobs(model, prompt, everything)
@@ -347,7 +329,7 @@ def test_beam_search_equals_exhaustive_search():
 def test_beam_search_with_eos_equals_exhaustive_search():
     """With EOS = 0 the candidates are every sequence that ends at its first EOS or runs L tokens
     without one; length_penalty = 0 ranks them by total log-probability (EOS included)."""
-    model = tiny_gpt(vocab_size=5, block_size=8, seed=4, std=0.8)
+    model = peaked_gpt(vocab_size=5, block_size=8, seed=4, std=0.8)
     prompt, V, L, eos, width = [2, 3], 5, 3, 0, 25
     candidates = []  # (tokens without EOS, tokens scored)
     for n in range(L + 1):

@@ -6,37 +6,19 @@ import torch
 from gpt_lab import decoding
 from gpt_lab.decoding import beam_search, generate, measure_generation, stream_generate, time_per_token
 from gpt_lab.kv_cache import KVCache
-from gpt_lab.model import GPT, GPTConfig
+from helpers import peaked_gpt
 
 N_NEW = 200
 
 
-def tiny_gpt(vocab_size: int = 50, block_size: int = 256, seed: int = 0, std: float = 0.25) -> GPT:
-    """A random 2-layer GPT with larger weights than at init: peaked next-token distributions that
-    depend on the position (a wrong position offset changes the tokens), and logits up to ~6 as
-    in a trained LM, where float32 rounding differences stay ~4e-6 (under the 1e-5 asked)."""
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, std)
-    return model.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads that
-    wait for each other make each forward pass ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_gpt()
+    """Logits up to ~6 as in a trained LM, where float32 rounding differences between the cached and
+    the full forward stay ~4e-6 (under the 1e-5 asked)."""
+    return peaked_gpt(block_size=256, std=0.25)
 
 
 def recorded(monkeypatch, fn, *args, **kwargs):
@@ -140,7 +122,7 @@ def test_beam_search_cached_equals_uncached(model, monkeypatch):
 
 def test_generation_up_to_the_context_limit():
     """A 1-token prompt + block_size new tokens uses exactly the context; one more is an error."""
-    model = tiny_gpt(block_size=32, seed=5)
+    model = peaked_gpt(block_size=32, seed=5, std=0.25)
     assert generate(model, [1], 32, use_cache=True) == generate(model, [1], 32, use_cache=False)
     assert len(generate(model, list(range(32)), 1)[0]) == 1
     with pytest.raises(ValueError, match=r"1 tokens \+ 33 new tokens needs 33 positions.*at most 32 new tokens"):

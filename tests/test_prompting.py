@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gpt_lab.model import GPT, GPTConfig
-from gpt_lab.prompting import CODE_NAME_FORMAT, accuracy_vs_shots, complete, few_shot_prompt
+from gpt_lab.prompting import CODE_NAME_FORMAT, accuracy_vs_shots, complete, few_shot_prompt, repeat_loss
 from gpt_lab.sft import SYSTEM_PROMPT, SFTExample
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
 from gpt_lab.train import TrainConfig, lm_batches, train
@@ -65,3 +65,36 @@ def test_accuracy_vs_shots_reads_sft_examples_and_checks_sizes(days_model):
         accuracy_vs_shots(model, tok, NEXT_DAY, shots=(8,))
     with pytest.raises(ValueError, match="block_size"):
         accuracy_vs_shots(model, tok, NEXT_DAY, shots=(2,), instruction="word " * 60, max_new_tokens=6)
+
+
+class _Copier(torch.nn.Module):
+    """A perfect induction head: predicts the token that followed the previous occurrence of the
+    current token (uniform when there is none)."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.config = GPTConfig(vocab_size=vocab_size, block_size=128)
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, idx):
+        B, T = idx.shape
+        logits = torch.zeros(B, T, self.config.vocab_size)
+        for b in range(B):
+            for t in range(T):
+                earlier = (idx[b, :t] == idx[b, t]).nonzero().flatten()
+                if len(earlier):
+                    logits[b, t, idx[b, earlier[-1] + 1]] = 30.0
+        return logits, None
+
+
+def test_repeat_loss_separates_a_copier_from_a_random_model():
+    V = 5000  # few chance repeats inside the random half, where the copier guesses wrong
+    first, repeat = repeat_loss(_Copier(V), V, length=40)
+    assert first > np.log(V) - 0.2                       # no better than chance on fresh random tokens
+    assert repeat < 1.0                                  # the copy is predicted
+    torch.manual_seed(0)
+    random_model = GPT(GPTConfig(vocab_size=V, block_size=128, n_layer=1, n_head=2, n_embd=16)).eval()
+    first, repeat = repeat_loss(random_model, V, length=40)
+    assert abs(first - repeat) < 0.1 and first > 5.0
+    with pytest.raises(ValueError, match="block_size"):
+        repeat_loss(random_model, V, length=65)

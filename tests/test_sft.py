@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from gpt_lab.model import GPT, GPTConfig
-from gpt_lab.sft import (SYSTEM_PROMPT, TASKS, SFTExample, _arguments, apply_chat_template, build_sft_example,
-                         evaluate_exact_match, finetune, finetuned, function_tasks, predict, sft_batches)
+from gpt_lab.sft import (SYSTEM_PROMPT, TASKS, AnswerLoss, SFTExample, _arguments, apply_chat_template,
+                         build_sft_example, evaluate_exact_match, finetune, finetuned, function_tasks, predict,
+                         sft_batches)
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
 from gpt_lab.train import IGNORE_INDEX, evaluate, shift_labels
 
@@ -161,6 +162,13 @@ def test_sft_batches_pad_shift_and_loss(tok):
     assert torch.allclose(loss, F.cross_entropy(logits[keep], y[keep]), atol=1e-6)
     assert int(keep.sum()) == sum(len(tok.encode(" " + rows[tuple(x[b, :int(mask[b].sum())].tolist())].answer)) + 1
                                   for b in range(3))
+    # AnswerLoss (what finetune trains) gives the same loss and the same gradients with a smaller LM head
+    wrapped_logits, wrapped = AnswerLoss(model)(x, attention_mask=mask, targets=y)
+    assert wrapped_logits.shape == (int(keep.sum()), tok.n_vocab)
+    assert torch.allclose(wrapped, loss, atol=1e-6)
+    grad_full = torch.autograd.grad(loss, model.transformer.wte.weight)[0]
+    grad_wrapped = torch.autograd.grad(wrapped, model.transformer.wte.weight)[0]
+    assert torch.allclose(grad_full, grad_wrapped, atol=1e-6)
     with pytest.raises(ValueError, match="block_size"):
         sft_batches(TOY, tok, batch_size=2, block_size=20)
     with pytest.raises(ValueError, match="'val'"):

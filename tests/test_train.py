@@ -20,7 +20,6 @@ from gpt_lab.train import (
     lm_loss,
     load_checkpoint,
     lr_at,
-    save_checkpoint,
     shift_labels,
     train,
 )

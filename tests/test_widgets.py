@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from gpt_lab import viz  # noqa: E402
 from gpt_lab.decoding import generate  # noqa: E402
 from gpt_lab.model import GPT, GPTConfig  # noqa: E402
 from gpt_lab.presets import Bundle  # noqa: E402
@@ -73,7 +74,8 @@ def test_playground_figure_draws_every_setting(bundle):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == [s.label() for s in settings]
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert all(t.startswith(PROMPT) for t in texts) and len(texts) == len(settings)
+    shown_prompt = viz.visible(PROMPT).replace("↵", "↵\n")  # whitespace made visible
+    assert all(t.startswith(shown_prompt) for t in texts) and len(texts) == len(settings)
     plt.close(fig)
     with pytest.raises(ValueError, match="at least one"):
         playground_figure(bundle, PROMPT, [])

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from gpt_lab.grading.checks import LABS
-from gpt_lab.grading.sandbox import Limits, Sandbox
+from gpt_lab.grading.sandbox import Limits, Sandbox, StudentError
 
 
 class Student:
@@ -123,3 +123,14 @@ def assert_number(actual, expected: float, what: str, *, kind: type = float, rel
         raise AssertionError(f"{what} should be a Python {kind.__name__}, got {type(actual).__name__}")
     if not abs(actual - expected) <= max(abs_tol, rel * abs(expected)):
         raise AssertionError(f"{what} is off by {abs(actual - expected):.3g}")
+
+
+def expect_value_error(call, *args, what: str) -> None:
+    """`call(*args)` (student code, run in the sandbox) must raise a ValueError of its own."""
+    try:
+        call(*args)
+    except StudentError as exc:
+        if "raised ValueError" not in str(exc):
+            raise AssertionError(f"{what} should raise a ValueError, but {exc}") from None
+        return
+    raise AssertionError(f"{what} should raise a ValueError, but returned normally")

@@ -6,26 +6,15 @@ reached only through the `student` fixture (tests/labs/adapters.py).
 import pytest
 import torch
 
-from adapters import assert_tensor, expect_tuple, namespace
+from adapters import assert_tensor, expect_tuple, expect_value_error, namespace
 from gpt_lab.attention import causal_mask, combined_mask, padding_mask
 from gpt_lab.data import collate
 from gpt_lab.grading import scenarios
-from gpt_lab.grading.sandbox import StudentError
 
 LAB = "lab02-masking"
 REFERENCE = namespace(causal_mask=causal_mask, padding_mask=padding_mask, combined_mask=combined_mask,
                       collate=collate)
 
-
-def expect_value_error(call, what):
-    """`call()` must fail with the student's own ValueError."""
-    try:
-        call()
-    except StudentError as exc:
-        if "raised ValueError" not in str(exc):
-            raise AssertionError(f"{what} should raise ValueError, but {str(exc).split(' (cell')[0]}") from None
-        return
-    raise AssertionError(f"{what} should raise ValueError, but it returned normally")
 
 
 # --- causal mask
@@ -48,8 +37,8 @@ def test_causal_mask_with_cache(student, T, T_k):
 @pytest.mark.points(1)
 def test_causal_mask_rejects_bad_sizes(student):
     """causal_mask raises ValueError unless 0 < T <= T_k"""
-    expect_value_error(lambda: student.causal_mask(4, 2), "causal_mask(4, 2)")
-    expect_value_error(lambda: student.causal_mask(0), "causal_mask(0)")
+    expect_value_error(lambda: student.causal_mask(4, 2), what="causal_mask(4, 2)")
+    expect_value_error(lambda: student.causal_mask(0), what="causal_mask(0)")
 
 
 # --- padding mask
@@ -70,7 +59,7 @@ def test_padding_mask(student, attention_mask):
 @pytest.mark.points(1)
 def test_padding_mask_rejects_1d(student):
     """padding_mask raises ValueError for an attention mask that is not 2-D"""
-    expect_value_error(lambda: student.padding_mask(torch.tensor([1, 1, 0])), "padding_mask of a (3,) tensor")
+    expect_value_error(lambda: student.padding_mask(torch.tensor([1, 1, 0])), what="padding_mask of a (3,) tensor")
 
 
 # --- combined mask
@@ -127,10 +116,10 @@ def test_collate_single_sequence(student):
 @pytest.mark.points(1)
 def test_collate_rejects_bad_arguments(student):
     """collate raises ValueError for no sequences, an unknown side, or max_length <= 0"""
-    expect_value_error(lambda: student.collate([], 0), "collate([], 0)")
-    expect_value_error(lambda: student.collate([[1]], 0, side="middle"), "collate(..., side='middle')")
-    expect_value_error(lambda: student.collate([[1]], 0, truncation_side="up"), "collate(..., truncation_side='up')")
-    expect_value_error(lambda: student.collate([[1]], 0, max_length=0), "collate(..., max_length=0)")
+    expect_value_error(lambda: student.collate([], 0), what="collate([], 0)")
+    expect_value_error(lambda: student.collate([[1]], 0, side="middle"), what="collate(..., side='middle')")
+    expect_value_error(lambda: student.collate([[1]], 0, truncation_side="up"), what="collate(..., truncation_side='up')")
+    expect_value_error(lambda: student.collate([[1]], 0, max_length=0), what="collate(..., max_length=0)")
 
 
 # --- inside the GPT

@@ -9,10 +9,9 @@ import math
 import pytest
 import torch
 
-from adapters import assert_tensor, expect_tuple, namespace
+from adapters import assert_tensor, expect_tuple, expect_value_error, namespace
 from gpt_lab import decoding
 from gpt_lab.grading import scenarios_part2 as scenarios
-from gpt_lab.grading.sandbox import StudentError
 
 LAB = "lab04-decoding"
 REFERENCE = namespace(beam_search=decoding.beam_search)
@@ -22,16 +21,6 @@ INF = float("inf")
 def rand(*shape, seed=0, dtype=torch.float32, scale=1.0):
     return (torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale).to(dtype)
 
-
-def expect_value_error(call, *args, what: str) -> None:
-    """`call(*args)` (a student function) must raise a ValueError."""
-    try:
-        call(*args)
-    except StudentError as exc:
-        if "raised ValueError" not in str(exc):
-            raise AssertionError(f"{what} should raise a ValueError, but {exc}") from None
-        return
-    raise AssertionError(f"{what} should raise a ValueError, but returned normally")
 
 
 def check_unchanged_input(student, name, logits, *args):

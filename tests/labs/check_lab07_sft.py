@@ -5,9 +5,9 @@ only through the `student` fixture (tests/labs/adapters.py).
 """
 import pytest
 
+from adapters import expect_value_error
 from gpt_lab import sft
 from gpt_lab.grading import scenarios_part2 as scenarios
-from gpt_lab.grading.sandbox import StudentError
 from gpt_lab.grading.scenarios import tiny_gpt
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
 
@@ -20,16 +20,6 @@ USER = f"Extract the function name from the code.\n\n{CODE}"
 def msg(role, content):
     return {"role": role, "content": content}
 
-
-def expect_value_error(call, what: str) -> None:
-    """`call()` (student code, in the sandbox) must raise a ValueError."""
-    try:
-        call()
-    except StudentError as exc:
-        if "raised ValueError" not in str(exc):
-            raise AssertionError(f"{what} should raise a ValueError, but {exc}") from None
-        return
-    raise AssertionError(f"{what} should raise a ValueError, but returned normally")
 
 
 # --- apply_chat_template
@@ -72,7 +62,7 @@ def test_template_several_exchanges(student, messages):
         "system-later"])
 def test_template_rejects_bad_messages(student, messages):
     """apply_chat_template raises a ValueError for malformed messages or roles out of order"""
-    expect_value_error(lambda: student.apply_chat_template(messages), f"apply_chat_template({messages})")
+    expect_value_error(lambda: student.apply_chat_template(messages), what=f"apply_chat_template({messages})")
 
 
 # --- build_sft_example
@@ -117,8 +107,7 @@ def test_sft_example_prompt_is_generation_prompt(student):
 @pytest.mark.parametrize("answer", ["", "   "])
 def test_sft_example_rejects_empty_answer(student, answer):
     """build_sft_example raises a ValueError for an empty answer"""
-    expect_value_error(lambda: student.scenario("sft_example", system=None, user="Name it.", answer=answer),
-                       f"build_sft_example with answer {answer!r}")
+    expect_value_error(lambda: student.scenario("sft_example", system=None, user="Name it.", answer=answer), what=f"build_sft_example with answer {answer!r}")
 
 
 # --- evaluate_exact_match
@@ -160,4 +149,4 @@ def test_exact_match_rejects_no_examples(student):
     """evaluate_exact_match raises a ValueError when there are no examples"""
     vocab = CompactTokenizer(EVAL_KEPT).n_vocab
     expect_value_error(lambda: student.scenario("exact_match", exchanges=[], kept_ids=EVAL_KEPT, vocab_size=vocab,
-                                                block_size=96), "evaluate_exact_match([])")
+                                                block_size=96), what="evaluate_exact_match([])")
