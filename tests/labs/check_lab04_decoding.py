@@ -44,14 +44,6 @@ def test_temperature_values(student, shape, temperature, dtype):
                   f"apply_temperature(logits {tuple(shape)}, {temperature})")
 
 
-@pytest.mark.points(1)
-def test_temperature_rejects_non_positive(student):
-    """apply_temperature raises a ValueError for a temperature <= 0"""
-    z = rand(5, seed=2)
-    for bad in (0.0, -1.0):
-        expect_value_error(student.apply_temperature, z, bad, what=f"apply_temperature(logits, {bad})")
-
-
 # --- top-k
 
 
@@ -82,22 +74,6 @@ def test_top_k_with_minus_inf(student):
     z[1, 2] = -INF
     for k in (2, 4):
         assert_tensor(student.top_k_filter(z, k), decoding.top_k_filter(z, k), f"top_k_filter(logits with -inf, {k})")
-
-
-@pytest.mark.points(1)
-def test_top_k_does_not_modify_input(student):
-    """top_k_filter returns a new tensor and leaves its input unchanged"""
-    z = rand(3, 10, seed=6)
-    out = check_unchanged_input(student, "top_k_filter", z, 3)
-    assert_tensor(out, decoding.top_k_filter(z, 3), "top_k_filter(logits, 3)")
-
-
-@pytest.mark.points(1)
-def test_top_k_rejects_bad_k(student):
-    """top_k_filter raises a ValueError for k < 1 or a k that is not an integer"""
-    z = rand(2, 6, seed=7)
-    for bad in (0, -3, 2.5):
-        expect_value_error(student.top_k_filter, z, bad, what=f"top_k_filter(logits, {bad})")
 
 
 # --- top-p
@@ -135,20 +111,26 @@ def test_top_p_ties(student, probs, p):
     assert_tensor(student.top_p_filter(z, p), decoding.top_p_filter(z, p), f"top_p_filter(tied probabilities {probs}, {p})")
 
 
-@pytest.mark.points(1)
-def test_top_p_does_not_modify_input(student):
-    """top_p_filter returns a new tensor and leaves its input unchanged"""
-    z = rand(3, 10, seed=10)
-    out = check_unchanged_input(student, "top_p_filter", z, 0.7)
-    assert_tensor(out, decoding.top_p_filter(z, 0.7), "top_p_filter(logits, 0.7)")
+# --- what every filter must do
 
 
 @pytest.mark.points(1)
-def test_top_p_rejects_bad_p(student):
-    """top_p_filter raises a ValueError for p outside (0, 1]"""
-    z = rand(2, 6, seed=11)
-    for bad in (0.0, -0.1, 1.01):
-        expect_value_error(student.top_p_filter, z, bad, what=f"top_p_filter(logits, {bad})")
+@pytest.mark.parametrize("name, arg", [("top_k_filter", 3), ("top_p_filter", 0.7)])
+def test_filter_does_not_modify_input(student, name, arg):
+    """top_k_filter and top_p_filter return a new tensor and leave their input unchanged"""
+    z = rand(3, 10, seed=6)
+    out = check_unchanged_input(student, name, z, arg)
+    assert_tensor(out, getattr(decoding, name)(z, arg), f"{name}(logits, {arg})")
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("name, bad_values", [("apply_temperature", (0.0, -1.0)), ("top_k_filter", (0, -3, 2.5)),
+                                              ("top_p_filter", (0.0, -0.1, 1.01))])
+def test_rejects_bad_argument(student, name, bad_values):
+    """a ValueError for a temperature <= 0, a k < 1 or not an integer, a p outside (0, 1]"""
+    z = rand(2, 6, seed=7)
+    for bad in bad_values:
+        expect_value_error(getattr(student, name), z, bad, what=f"{name}(logits, {bad})")
 
 
 # --- penalties
