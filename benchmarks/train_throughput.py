@@ -2,7 +2,8 @@
 
 MFU = achieved model FLOP/s / peak FLOP/s, where the model does 6 N + 12 L C T FLOPs per token
 (forward + backward of N matmul parameters, plus attention over T positions) and the peak is
-the matmul FLOP/s measured on this machine (fp32 on CPU, bf16 on CUDA).
+the matmul FLOP/s measured on this machine in the same precision (fp32 on CPU, plus bf16 where
+the CPU has it natively and the preset trains with it; bf16 on CUDA).
 
     python benchmarks/train_throughput.py                  # tiny and small on the best device
     python benchmarks/train_throughput.py --presets small gpu --device cuda
@@ -16,7 +17,7 @@ import time
 import torch
 
 from gpt_lab.attention import scaled_dot_product_attention
-from gpt_lab.device import autocast, get_device
+from gpt_lab.device import autocast, cpu_has_bf16, get_device
 from gpt_lab.model import GPT
 from gpt_lab.presets import PRESETS, course_tokenizer
 from gpt_lab.train import configure_optimizer
@@ -28,9 +29,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_flops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
-    """Best-of-`reps` FLOP/s of an n x n matmul: the machine's practical peak."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """Best-of-`reps` FLOP/s of an n x n matmul in `dtype`: the machine's practical peak."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(reps):
@@ -42,7 +42,8 @@ def matmul_flops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / best
 
 
-def train_throughput(preset: str, device: torch.device, written_out: bool, vocab_size: int, steps: int = 5) -> dict:
+def train_throughput(preset: str, device: torch.device, written_out: bool, vocab_size: int, steps: int = 5,
+                     cpu_bf16: bool = False) -> dict:
     spec = PRESETS[preset]
     config = spec.model_config(vocab_size)
     model = GPT(config, attention_fn=scaled_dot_product_attention if written_out else None).to(device)
@@ -50,7 +51,7 @@ def train_throughput(preset: str, device: torch.device, written_out: bool, vocab
     x = torch.randint(0, vocab_size, (spec.batch_size, spec.block_size), device=device)
 
     def step():
-        with autocast(device):
+        with autocast(device, cpu_bf16):
             _, loss = model(x, targets=x)
         loss.backward()
         optimizer.step()
@@ -66,7 +67,9 @@ def train_throughput(preset: str, device: torch.device, written_out: bool, vocab
     seconds = (time.perf_counter() - t) / steps
     tokens_per_s = x.numel() / seconds
     flops_per_token = 6 * model.num_params() + 12 * config.n_layer * config.n_embd * config.block_size
+    bf16 = device.type == "cuda" or (cpu_bf16 and cpu_has_bf16())
     return {"preset": preset, "device": device.type, "attention": "written-out" if written_out else "fused",
+            "precision": "bf16" if bf16 else "fp32",
             "params_M": model.num_params() / 1e6, "tokens_per_s": tokens_per_s,
             "model_flops": flops_per_token * tokens_per_s}
 
@@ -79,21 +82,27 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
     device = get_device(args.device)
-    peak = matmul_flops(device)
+    # (written_out, cpu_bf16) per preset; on a CPU with native bf16, also the bf16 the preset trains with
+    runs = [(False, False), (True, False)]
+    peaks = {"fp32": matmul_flops(device, torch.float32)}
+    if device.type == "cuda" or cpu_has_bf16():
+        peaks["bf16"] = matmul_flops(device, torch.bfloat16)
     vocab_size = course_tokenizer("python").n_vocab  # the course model's vocabulary
-    print(f"device {device}, threads {torch.get_num_threads()}, matmul peak {peak / 1e9:.0f} GFLOP/s")
-    print(f"{'preset':<7} {'attention':<12} {'params':>8} {'tokens/s':>10} {'GFLOP/s':>9} {'MFU':>6}")
+    print(f"device {device}, threads {torch.get_num_threads()}, matmul peak "
+          + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
+    print(f"{'preset':<7} {'attention':<12} {'precision':<10} {'params':>8} {'tokens/s':>10} {'GFLOP/s':>9} {'MFU':>6}")
     rows = []
     for preset in args.presets:
-        for written_out in (False, True):
-            row = train_throughput(preset, device, written_out, vocab_size, args.steps)
-            row["mfu"] = row["model_flops"] / peak
+        cpu_bf16 = device.type == "cpu" and PRESETS[preset].train.cpu_bf16 and cpu_has_bf16()
+        for written_out, bf16 in runs + ([(False, True)] if cpu_bf16 else []):
+            row = train_throughput(preset, device, written_out, vocab_size, args.steps, cpu_bf16=bf16)
+            row["mfu"] = row["model_flops"] / peaks[row["precision"]]
             rows.append(row)
-            print(f"{preset:<7} {row['attention']:<12} {row['params_M']:>7.2f}M {row['tokens_per_s']:>10.0f} "
-                  f"{row['model_flops'] / 1e9:>9.1f} {row['mfu']:>6.1%}")
+            print(f"{preset:<7} {row['attention']:<12} {row['precision']:<10} {row['params_M']:>7.2f}M "
+                  f"{row['tokens_per_s']:>10.0f} {row['model_flops'] / 1e9:>9.1f} {row['mfu']:>6.1%}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"peak_flops": peak, "rows": rows}, f, indent=2)
+            json.dump({"peak_flops": peaks, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class TrainConfig:
     eval_interval: int = 100             # evaluate every N steps (and at the end); 0 disables
     eval_steps: int = 10                 # validation batches per evaluation
     compile: bool = False                # torch.compile the model
+    cpu_bf16: bool = False               # bf16 autocast for training steps on a CPU with native bf16
     checkpoint_path: str | None = None   # save at every evaluation and at the end; "{step}" is filled in
     progress: bool | None = None         # tqdm bar; None: on unless $GPT_LAB_PROGRESS=0
 
@@ -150,11 +151,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)       # DistributedDataParallel
 
 
-def _forward_loss(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
+def _forward_loss(model: nn.Module, batch: Batch, device: torch.device, cpu_bf16: bool = False) -> torch.Tensor:
     """Mean loss of one batch `(x, y)` or `(x, y, attention_mask)`."""
     x, y, *rest = batch
     mask = rest[0] if rest else None
-    with autocast(device):
+    with autocast(device, cpu_bf16):
         _, loss = model(x, attention_mask=mask, targets=y)
     return loss
 
@@ -216,7 +217,7 @@ def train(model: nn.Module, batches: BatchFn, config: TrainConfig, resume_from: 
             sync = not distributed or micro == config.grad_accum - 1
             ctx = net.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
-                loss = _forward_loss(net, batch, device)
+                loss = _forward_loss(net, batch, device, config.cpu_bf16)
                 (loss / config.grad_accum).backward()
             total += loss.item() / config.grad_accum
             history.tokens += batch[0].numel() * world

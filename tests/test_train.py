@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gpt_lab.device import autocast, cpu_has_bf16
 from gpt_lab.model import GPT, GPTConfig
 from gpt_lab.train import (
     IGNORE_INDEX,
@@ -83,6 +84,23 @@ def test_training_lowers_the_loss_and_records_history():
     assert after["perplexity"] == pytest.approx(np.exp(after["loss"]))
     assert history.step == list(range(1, 61)) and len(history.lr) == 60
     assert history.val_step == [30, 60] and history.tokens == 60 * 8 * 16
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_cpu_bf16_autocast_is_opt_in_and_trains():
+    model = tiny_model()
+    x = torch.randint(0, 50, (2, 16))
+    with autocast("cpu"):
+        assert model(x)[0].dtype == torch.float32                  # the default stays fp32
+    with autocast("cpu", cpu_bf16=True):
+        assert model(x)[0].dtype == torch.bfloat16                 # matmuls in bf16 when asked
+    data = pattern_data()
+    batches = lm_batches(data, data, batch_size=8, block_size=16, seed=0)
+    before = evaluate(model, batches, steps=4)["loss"]
+    train(model, batches, TrainConfig(max_steps=60, lr=1e-2, warmup_steps=5, eval_interval=0, progress=False,
+                                      cpu_bf16=True))
+    assert evaluate(model, batches, steps=4)["loss"] < before - 1.0
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights and optimizer stay fp32
 
 
 def test_gradient_accumulation_equals_the_big_batch():
