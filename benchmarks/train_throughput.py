@@ -17,11 +17,14 @@ import time
 import torch
 
 from gpt_lab.attention import scaled_dot_product_attention
-from gpt_lab.device import autocast, cpu_has_bf16, get_device
+from gpt_lab.device import autocast, compute_dtype, get_device
 from gpt_lab.model import GPT
 from gpt_lab.presets import PRESETS, course_tokenizer
 from gpt_lab.train import configure_optimizer
 
+
+
+PRECISION = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
 def _sync(device: torch.device) -> None:
@@ -67,9 +70,8 @@ def train_throughput(preset: str, device: torch.device, written_out: bool, vocab
     seconds = (time.perf_counter() - t) / steps
     tokens_per_s = x.numel() / seconds
     flops_per_token = 6 * model.num_params() + 12 * config.n_layer * config.n_embd * config.block_size
-    bf16 = device.type == "cuda" or (cpu_bf16 and cpu_has_bf16())
     return {"preset": preset, "device": device.type, "attention": "written-out" if written_out else "fused",
-            "precision": "bf16" if bf16 else "fp32",
+            "precision": PRECISION[compute_dtype(device, cpu_bf16)],
             "params_M": model.num_params() / 1e6, "tokens_per_s": tokens_per_s,
             "model_flops": flops_per_token * tokens_per_s}
 
@@ -82,20 +84,21 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
     device = get_device(args.device)
-    # (written_out, cpu_bf16) per preset; on a CPU with native bf16, also the bf16 the preset trains with
-    runs = [(False, False), (True, False)]
-    peaks = {"fp32": matmul_flops(device, torch.float32)}
-    if device.type == "cuda" or cpu_has_bf16():
-        peaks["bf16"] = matmul_flops(device, torch.bfloat16)
+    peaks = {name: matmul_flops(device, dtype) for dtype, name in PRECISION.items()
+             if dtype in (compute_dtype(device), compute_dtype(device, cpu_bf16=True))}
     vocab_size = course_tokenizer("python").n_vocab  # the course model's vocabulary
     print(f"device {device}, threads {torch.get_num_threads()}, matmul peak "
           + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
     print(f"{'preset':<7} {'attention':<12} {'precision':<10} {'params':>8} {'tokens/s':>10} {'GFLOP/s':>9} {'MFU':>6}")
     rows = []
     for preset in args.presets:
-        cpu_bf16 = device.type == "cpu" and PRESETS[preset].train.cpu_bf16 and cpu_has_bf16()
-        for written_out, bf16 in runs + ([(False, True)] if cpu_bf16 else []):
-            row = train_throughput(preset, device, written_out, vocab_size, args.steps, cpu_bf16=bf16)
+        # (written_out, cpu_bf16): fused and written-out in the default precision, then fused in the
+        # precision the preset trains with where that differs (bf16 on a CPU with native bf16)
+        runs = [(False, False), (True, False)]
+        if compute_dtype(device, PRESETS[preset].train.cpu_bf16) != compute_dtype(device):
+            runs.append((False, True))
+        for written_out, cpu_bf16 in runs:
+            row = train_throughput(preset, device, written_out, vocab_size, args.steps, cpu_bf16=cpu_bf16)
             row["mfu"] = row["model_flops"] / peaks[row["precision"]]
             rows.append(row)
             print(f"{preset:<7} {row['attention']:<12} {row['precision']:<10} {row['params_M']:>7.2f}M "

@@ -107,7 +107,7 @@ class Corpus:
         return len(self.ids)
 
     def split(self, val_fraction: float = 0.1, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-        """Deterministic split by chunks: of every 1 / val_fraction chunks of `chunk` tokens, the last validates.
+        """Deterministic split by chunks: of every round(1 / val_fraction) chunks of `chunk` tokens, the last validates.
 
         Validation text is thus drawn from across the corpus (a plain tail of the python corpus
         would be only its alphabetically last modules, xml and zipfile) while each chunk, several

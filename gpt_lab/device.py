@@ -48,12 +48,19 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def autocast(device: torch.device | str, cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
-    """Mixed precision policy: bf16 autocast on CUDA; on the CPU only when asked (`cpu_bf16`) and the
-    CPU computes bf16 natively (about 30% faster training of the course model); fp32 otherwise."""
+def compute_dtype(device: torch.device | str, cpu_bf16: bool = False) -> torch.dtype:
+    """Mixed precision policy: bf16 on CUDA; bf16 on the CPU only when asked (`cpu_bf16`) and the CPU
+    computes bf16 natively (about 30% faster training of the course model); fp32 otherwise."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and cpu_bf16 and cpu_has_bf16():
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    if device.type == "cuda" or (device.type == "cpu" and cpu_bf16 and cpu_has_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device | str, cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
+    """Autocast to `compute_dtype(device, cpu_bf16)`; weights and optimizer state stay fp32."""
+    device = torch.device(device)
+    dtype = compute_dtype(device, cpu_bf16)
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("GPT_LAB_FAST", "1")
 os.environ.setdefault("GPT_LAB_PROGRESS", "0")
@@ -21,8 +22,6 @@ def _cache_dir(tmp_path_factory):
 def one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads that
     wait for each other make each forward pass ~20x slower."""
-    import torch
-
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt_lab.device import autocast, cpu_has_bf16
+from gpt_lab.device import autocast, compute_dtype, cpu_has_bf16
 from gpt_lab.model import GPT, GPTConfig
 from gpt_lab.train import (
     IGNORE_INDEX,
@@ -90,6 +90,7 @@ def test_training_lowers_the_loss_and_records_history():
 def test_cpu_bf16_autocast_is_opt_in_and_trains():
     model = tiny_model()
     x = torch.randint(0, 50, (2, 16))
+    assert compute_dtype("cpu") == torch.float32 and compute_dtype("cpu", cpu_bf16=True) == torch.bfloat16
     with autocast("cpu"):
         assert model(x)[0].dtype == torch.float32                  # the default stays fp32
     with autocast("cpu", cpu_bf16=True):
