@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from gpt_lab.train import BatchFn
+
 Pair = tuple[str, str]
 
 # The function-name task written for a code model: the code, then a comment naming it.
@@ -97,12 +99,32 @@ def accuracy_vs_shots(model: torch.nn.Module, tokenizer, task_examples: Sequence
     return result
 
 
+def repeated_tokens(vocab_size: int, batch_size: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, 2 * length) rows of `length` uniformly random token ids followed by the same ids again."""
+    half = torch.randint(0, vocab_size, (batch_size, length), generator=generator)
+    return torch.cat([half, half], dim=1)
+
+
+def copy_task_batches(vocab_size: int, batch_size: int, length: int, seed: int = 0) -> BatchFn:
+    """Batches `(x, y)` of the copy task for `gpt_lab.train.train`: rows of `repeated_tokens`, shifted.
+
+    Only the second half is predictable, and only by copying from the first, so a model's loss
+    on it measures how far it has learned to copy from its context. x, y: (B, 2 * length - 1).
+    """
+    def batches(split: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed((seed << 32) ^ (step << 1) ^ (split == "val"))
+        seq = repeated_tokens(vocab_size, batch_size, length, g)
+        return seq[:, :-1], seq[:, 1:]
+
+    return batches
+
+
 @torch.no_grad()
 def repeat_loss(model: torch.nn.Module, vocab_size: int, length: int = 50, batch_size: int = 8,
                 seed: int = 0) -> tuple[float, float]:
     """Probe for copying from context: loss (nats/token) on random tokens, then on their repeat.
 
-    Each row is `length` random token ids followed by the same ids again, shape (B, 2 * length).
+    Each row is `length` random token ids followed by the same ids again (`repeated_tokens`).
     A model that copies what followed an earlier match (an "induction head") predicts the
     repeat almost perfectly, so the second number falls far below the first; a model without
     the skill scores both halves alike, near log(vocab_size). Returns (first pass, repeat).
@@ -110,9 +132,7 @@ def repeat_loss(model: torch.nn.Module, vocab_size: int, length: int = 50, batch
     if 2 * length > model.config.block_size:
         raise ValueError(f"2 * length = {2 * length} exceeds the context (block_size {model.config.block_size})")
     device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    half = torch.randint(0, vocab_size, (batch_size, length), generator=g)
-    seq = torch.cat([half, half], dim=1).to(device)                            # (B, 2L)
+    seq = repeated_tokens(vocab_size, batch_size, length, torch.Generator().manual_seed(seed)).to(device)  # (B, 2L)
     logits, _ = model(seq)                                                     # (B, 2L, V)
     nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), seq[:, 1:],
                                             reduction="none")                  # (B, 2L - 1): position t predicts t + 1
