@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from gpt_lab.train import BatchFn
+from gpt_lab.train import BatchFn, batch_generator
 
 Pair = tuple[str, str]
 
@@ -112,8 +112,7 @@ def copy_task_batches(vocab_size: int, batch_size: int, length: int, seed: int =
     on it measures how far it has learned to copy from its context. x, y: (B, 2 * length - 1).
     """
     def batches(split: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed((seed << 32) ^ (step << 1) ^ (split == "val"))
-        seq = repeated_tokens(vocab_size, batch_size, length, g)
+        seq = repeated_tokens(vocab_size, batch_size, length, batch_generator(seed, split, step))
         return seq[:, :-1], seq[:, 1:]
 
     return batches

@@ -53,6 +53,11 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torc
     return targets
 
 
+def batch_generator(seed: int, split: str, step: int) -> torch.Generator:
+    """The random generator of batch (split, step): the same batch on every call and in every process."""
+    return torch.Generator().manual_seed((seed << 32) ^ (step << 1) ^ (split == "val"))
+
+
 def lm_batches(train_ids: np.ndarray, val_ids: np.ndarray, batch_size: int, block_size: int, seed: int = 0,
                device: torch.device | str = "cpu") -> BatchFn:
     """Random-window batches from token arrays; batch (split, step) is the same on every call.
@@ -65,8 +70,7 @@ def lm_batches(train_ids: np.ndarray, val_ids: np.ndarray, batch_size: int, bloc
     def batches(split: str, step: int) -> Batch:
         rank, world = distributed_info()
         data = {"train": train_ids, "val": val_ids}[split]
-        g = torch.Generator().manual_seed((seed << 32) ^ (step << 1) ^ (split == "val"))  # stable across processes
-        x, y = get_batch(data, batch_size * world, block_size, generator=g)
+        x, y = get_batch(data, batch_size * world, block_size, generator=batch_generator(seed, split, step))
         rows = slice(rank * batch_size, (rank + 1) * batch_size)
         return x[rows].to(device), y[rows].to(device)
 
