@@ -99,20 +99,35 @@ def accuracy_vs_shots(model: torch.nn.Module, tokenizer, task_examples: Sequence
     return result
 
 
-def repeated_tokens(vocab_size: int, batch_size: int, length: int, generator: torch.Generator) -> torch.Tensor:
-    """(B, 2 * length) rows of `length` uniformly random token ids followed by the same ids again."""
-    half = torch.randint(0, vocab_size, (batch_size, length), generator=generator)
-    return torch.cat([half, half], dim=1)
+def repeated_tokens(vocab_size: int, batch_size: int, length: int, generator: torch.Generator,
+                    min_period: int | None = None) -> torch.Tensor:
+    """(B, 2 * length) rows of uniformly random token ids that repeat.
+
+    By default each row is `length` random ids followed by the same ids again. With `min_period`,
+    each row repeats its first d ids over and over, d drawn per row from [min_period, length]:
+    the distance back to the copy then changes from row to row.
+    """
+    block = torch.randint(0, vocab_size, (batch_size, length), generator=generator)
+    if min_period is None:
+        return torch.cat([block, block], dim=1)
+    if not 1 <= min_period <= length:
+        raise ValueError(f"min_period must be in [1, length = {length}], got {min_period}")
+    period = torch.randint(min_period, length + 1, (batch_size, 1), generator=generator)
+    return block.gather(1, torch.arange(2 * length) % period)
 
 
-def copy_task_batches(vocab_size: int, batch_size: int, length: int, seed: int = 0) -> BatchFn:
+def copy_task_batches(vocab_size: int, batch_size: int, length: int, seed: int = 0,
+                      min_period: int | None = None) -> BatchFn:
     """Batches `(x, y)` of the copy task for `gpt_lab.train.train`: rows of `repeated_tokens`, shifted.
 
-    Only the second half is predictable, and only by copying from the first, so a model's loss
-    on it measures how far it has learned to copy from its context. x, y: (B, 2 * length - 1).
+    Only the repeats are predictable, and only by copying from earlier in the row. With a fixed
+    period (the default) the copy is always `length` tokens back, so a model can learn it from
+    positions alone ("attend 32 tokens back"); with random periods (`min_period`) it must find
+    the earlier occurrence of the current token and copy what followed it, the induction head that
+    few-shot prompting relies on. x, y: (B, 2 * length - 1).
     """
     def batches(split: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        seq = repeated_tokens(vocab_size, batch_size, length, batch_generator(seed, split, step))
+        seq = repeated_tokens(vocab_size, batch_size, length, batch_generator(seed, split, step), min_period)
         return seq[:, :-1], seq[:, 1:]
 
     return batches
@@ -126,7 +141,9 @@ def repeat_loss(model: torch.nn.Module, vocab_size: int, length: int = 50, batch
     Each row is `length` random token ids followed by the same ids again (`repeated_tokens`).
     A model that copies what followed an earlier match (an "induction head") predicts the
     repeat almost perfectly, so the second number falls far below the first; a model without
-    the skill scores both halves alike, near log(vocab_size). Returns (first pass, repeat).
+    the skill scores both halves alike, near log(vocab_size). A model that only learned to copy
+    from a fixed distance back (see `copy_task_batches`) passes at that one `length`, so probe
+    more than one. Returns (first pass, repeat).
     """
     if 2 * length > model.config.block_size:
         raise ValueError(f"2 * length = {2 * length} exceeds the context (block_size {model.config.block_size})")

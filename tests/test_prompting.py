@@ -5,7 +5,7 @@ import torch
 
 from gpt_lab.model import GPT, GPTConfig
 from gpt_lab.prompting import (CODE_NAME_FORMAT, accuracy_vs_shots, complete, copy_task_batches, few_shot_prompt,
-                               repeat_loss)
+                               repeat_loss, repeated_tokens)
 from gpt_lab.sft import SYSTEM_PROMPT, SFTExample
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
 from gpt_lab.train import TrainConfig, lm_batches, train
@@ -101,9 +101,25 @@ def test_repeat_loss_separates_a_copier_from_a_random_model():
         repeat_loss(random_model, V, length=65)
 
 
-def test_a_two_layer_gpt_learns_to_copy_from_its_context():
-    """The skill few-shot prompting relies on can be learned by the course's GPT with the course's loop:
-    on the copy task the repeat becomes predictable while fresh random tokens stay at chance."""
+def test_repeated_tokens_repeat_with_a_fixed_or_a_random_period():
+    g = torch.Generator().manual_seed(0)
+    fixed = repeated_tokens(100, 4, 10, g)
+    assert fixed.shape == (4, 20) and torch.equal(fixed[:, :10], fixed[:, 10:])
+    rows = repeated_tokens(1000, 64, 10, torch.Generator().manual_seed(0), min_period=3)
+    assert rows.shape == (64, 20)
+    periods = []
+    for row in rows:
+        period = next(d for d in range(1, 21) if torch.equal(row[d:], row[:-d]))  # smallest shift that maps the row onto itself
+        periods.append(period)
+    assert min(periods) >= 3 and max(periods) <= 10 and len(set(periods)) >= 6
+    with pytest.raises(ValueError, match="min_period"):
+        repeated_tokens(100, 4, 10, g, min_period=11)
+
+
+def test_a_two_layer_gpt_learns_to_copy_from_a_fixed_distance_back():
+    """The course's GPT and loop learn the fixed-period copy task: the repeat becomes predictable while
+    fresh random tokens stay at chance. What it learned is positional ("copy from 16 tokens back"),
+    not an induction head: a repeat at another distance is not copied."""
     torch.manual_seed(0)
     V, L = 128, 16
     model = GPT(GPTConfig(vocab_size=V, block_size=2 * L, n_layer=2, n_head=4, n_embd=64))
@@ -114,3 +130,5 @@ def test_a_two_layer_gpt_learns_to_copy_from_its_context():
     assert abs(before[0] - before[1]) < 0.3                   # untrained: the repeat is as hard as the first pass
     assert first > np.log(V) - 0.5                            # fresh random tokens stay unpredictable
     assert repeat < 0.5                                       # the repeat is copied
+    _, other_distance = repeat_loss(model, V, length=L // 2, seed=1)
+    assert other_distance > np.log(V) - 0.5                   # ...but only from where the copy was in training
