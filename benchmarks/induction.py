@@ -51,7 +51,7 @@ def course_model_report(preset: str) -> None:
     print(f"repeat probe: {first:.2f} nats on 50 random tokens, {repeat:.2f} on their repeat "
           f"(a copier falls far below the first number)\n")
     val = torch.from_numpy(tok.from_gpt2_array(load_corpus("python").split(0.1)[1]).astype("int64"))
-    T = 200
+    T = min(200, model.config.block_size)
     g = torch.Generator().manual_seed(0)
     ids = torch.stack([val[s:s + T] for s in torch.randint(0, len(val) - T, (8,), generator=g).tolist()])
     uniform = sum(1 / t for t in range(2, T + 1)) / (T - 1)  # mean weight on t - 1 if every query spread evenly
