@@ -107,13 +107,12 @@ def repeated_tokens(vocab_size: int, batch_size: int, length: int, generator: to
     each row repeats its first d ids over and over, d drawn per row from [min_period, length]:
     the distance back to the copy then changes from row to row.
     """
-    block = torch.randint(0, vocab_size, (batch_size, length), generator=generator)
-    if min_period is None:
-        return torch.cat([block, block], dim=1)
-    if not 1 <= min_period <= length:
+    if min_period is not None and not 1 <= min_period <= length:
         raise ValueError(f"min_period must be in [1, length = {length}], got {min_period}")
-    period = torch.randint(min_period, length + 1, (batch_size, 1), generator=generator)
-    return block.gather(1, torch.arange(2 * length) % period)
+    block = torch.randint(0, vocab_size, (batch_size, length), generator=generator)
+    period = (length if min_period is None
+              else torch.randint(min_period, length + 1, (batch_size, 1), generator=generator))  # (B, 1)
+    return block.gather(1, (torch.arange(2 * length) % period).expand(batch_size, -1))
 
 
 def copy_task_batches(vocab_size: int, batch_size: int, length: int, seed: int = 0,

@@ -107,10 +107,8 @@ def test_repeated_tokens_repeat_with_a_fixed_or_a_random_period():
     assert fixed.shape == (4, 20) and torch.equal(fixed[:, :10], fixed[:, 10:])
     rows = repeated_tokens(1000, 64, 10, torch.Generator().manual_seed(0), min_period=3)
     assert rows.shape == (64, 20)
-    periods = []
-    for row in rows:
-        period = next(d for d in range(1, 21) if torch.equal(row[d:], row[:-d]))  # smallest shift that maps the row onto itself
-        periods.append(period)
+    # each row's period: the smallest shift that maps the row onto itself
+    periods = [next(d for d in range(1, 21) if torch.equal(row[d:], row[:-d])) for row in rows]
     assert min(periods) >= 3 and max(periods) <= 10 and len(set(periods)) >= 6
     with pytest.raises(ValueError, match="min_period"):
         repeated_tokens(100, 4, 10, g, min_period=11)
