@@ -77,10 +77,15 @@ class MultiHeadAttention(nn.Module):
     split from the channel axis, attended independently, merged, and mixed by `c_proj`.
     `attention_fn` replaces the written-out attention (a student's function plugs in here).
     Without weights requested and without a custom `attention_fn`, the fused PyTorch kernel runs.
+
+    With `key_shift`, each head mixes every key with the key of the position before it ("smeared
+    keys", Olsson et al. 2022): k'_j = s_h k_j + (1 - s_h) k_{j-1}, s_h = sigmoid(key_mix[h]), one
+    learned scalar per head. A query can then match "the token whose previous token is mine",
+    the lookup an induction head needs, in a single layer.
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
-                 attention_fn: AttentionFn | None = None):
+                 attention_fn: AttentionFn | None = None, key_shift: bool = False):
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
@@ -91,20 +96,40 @@ class MultiHeadAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
         self.dropout = dropout
         self.attention_fn = attention_fn
+        # half the heads start mostly on their own key (s = 0.88), half mostly on the previous one (0.12)
+        self.key_mix = nn.Parameter(torch.tensor([2.0 if h < n_head // 2 else -2.0 for h in range(n_head)])) \
+            if key_shift else None
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, n_head, T, C // n_head)."""
         B, T, C = x.shape
         return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
 
+    def smear_keys(self, k: torch.Tensor, has_previous: torch.Tensor | None = None) -> torch.Tensor:
+        """k: (B, n_head, T_k, head_dim) -> s_h k_j + (1 - s_h) k_{j-1} per head.
+
+        `has_previous`: (B or 1, T_k) bool, False where position j has no real token before it
+        (j = 0, or position j - 1 is padding); there the previous key counts as zero, so a padded
+        row smears exactly as the same row without padding. Default: every position but the first.
+        """
+        previous = torch.nn.functional.pad(k, (0, 0, 1, 0))[:, :, :-1]   # (B, n_head, T_k, head_dim)
+        if has_previous is None:
+            has_previous = torch.arange(k.shape[2], device=k.device)[None] > 0
+        previous = previous * has_previous[:, None, :, None].to(k.dtype)
+        s = torch.sigmoid(self.key_mix).to(k.dtype)[None, :, None, None]  # (1, n_head, 1, 1)
+        return s * k + (1 - s) * previous
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache=None, layer: int = 0,
-                need_weights: bool = False, is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                need_weights: bool = False, is_causal: bool = False,
+                has_previous: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T, C); mask: bool, broadcastable to (B, n_head, T, T_k), True = masked.
 
         `is_causal` tells the fused path that `mask` is exactly the square causal mask, so the
         kernel can skip reading it.
         With `kv_cache`, the new keys/values are appended to the cache's layer `layer` and the
-        queries attend over everything cached so far (T_k = cached + T).
+        queries attend over everything cached so far (T_k = cached + T). The cache keeps the keys
+        as computed; with `key_shift` they are smeared after reading them back (see `smear_keys`,
+        `has_previous` (B or 1, T_k)), so cached and uncached runs see the same keys.
         Returns `(y (B, T, C), weights (B, n_head, T, T_k) or None)`.
         """
         B, T, C = x.shape
@@ -112,6 +137,8 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)
+        if self.key_mix is not None:
+            k = self.smear_keys(k, has_previous)
         if need_weights or self.attention_fn is not None:
             attend = self.attention_fn or scaled_dot_product_attention
             y, weights = attend(q, k, v, mask)

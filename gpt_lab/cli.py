@@ -1,9 +1,9 @@
 """`gpt-lab`: the course's command line (no server needed).
 
-    gpt-lab pretrain --corpus python --preset small     train (or load) a cached model
+    gpt-lab pretrain --preset course --out DIR          train a preset (resumable) and save it with its card
     gpt-lab generate --checkpoint PATH --prompt "def "  print a sample
     gpt-lab finetune --task function-name               supervised fine-tuning (cached)
-    gpt-lab grade LAB SUBMISSIONS                       grade a folder of submissions
+    gpt-lab check labs/lab01-attention/lab01-attention.ipynb   run a lab's visible tests, one line each
 """
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import sys
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from gpt_lab.presets import pretrained
+    from gpt_lab.presets import pretrain
 
-    bundle = pretrained(args.corpus, args.preset, device=args.device, seed=args.seed, retrain=args.retrain)
-    info = bundle.info
-    print(f"checkpoint: {bundle.path}")
-    for key in ("corpus", "preset", "tokens", "vocab_size", "params", "unigram_val_loss", "train_loss", "val_loss",
-                "seconds"):
-        if key in info:
-            value = info[key]
-            print(f"{key:>17}: {value:.4f}" if isinstance(value, float) else f"{key:>17}: {value}")
+    bundle = pretrain(args.corpus, args.preset, args.out, seed=args.seed, device=args.device)
+    card = bundle.info
+    print(f"model: {bundle.path}")
+    print(f"card:  {bundle.path.with_suffix('.json')}")
+    for key in ("corpus", "preset", "steps", "tokens_seen", "vocab_size", "params", "unigram_val_loss", "val_loss",
+                "repeat_probe", "wall_seconds"):
+        value = card[key]
+        print(f"{key:>17}: {value:.4f}" if isinstance(value, float) else f"{key:>17}: {value}")
     return 0
 
 
@@ -58,16 +58,23 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from gpt_lab.selfcheck import check
+
+    return check(args.notebook, timeout_s=args.timeout, kernel_name=args.kernel)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt-lab", description="GPT from scratch: course tools")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="train a preset model on a corpus (cached under $GPT_LAB_CACHE)")
+    p = sub.add_parser("pretrain", help="train a preset model on a corpus; resumes where a stopped run left off")
     p.add_argument("--corpus", default="python", help="python, shakespeare, or a text file/folder")
-    p.add_argument("--preset", default="small", help="tiny, small or gpu")
+    p.add_argument("--preset", default="course", help="tiny, course or gpu")
+    p.add_argument("--out", default=None, help="folder for the model, its card and the resumable checkpoint "
+                   "(default: the cache; the shipped course model was made with --out gpt_lab/assets)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--retrain", action="store_true", help="train again even if cached")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("generate", help="print a sample from a checkpoint")
@@ -88,14 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="function-name", help="function-name, arguments, or all")
     p.add_argument("--no-mask", action="store_true", help="learn the prompt too (no loss mask)")
     p.add_argument("--corpus", default="python", help="corpus of the base model")
-    p.add_argument("--preset", default="small", help="preset of the base model")
+    p.add_argument("--preset", default="course", help="preset of the base model")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_finetune)
 
-    from gpt_lab.grading.grade import add_parser as add_grade_parser
+    p = sub.add_parser("check", help="run a lab notebook's visible tests in a fresh kernel; exit 1 if any fails")
+    p.add_argument("notebook", help="the lab notebook, e.g. labs/lab01-attention/lab01-attention.ipynb")
+    p.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    p.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's, else python3)")
+    p.set_defaults(func=cmd_check)
 
-    add_grade_parser(sub)
     return parser
 
 

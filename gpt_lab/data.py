@@ -18,19 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpt_lab.cache import atomic_write, cache_dir
 from gpt_lab.tokenizer import ENDOFTEXT, get_tokenizer
 
 CORPORA = ("python", "shakespeare")
 # Folders of the standard library that are not library code (tests, demos, vendored packages).
 _PYTHON_SKIP = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "turtledemo"}
-
-
-def cache_dir() -> Path:
-    """Where gpt_lab keeps token caches and checkpoints: $GPT_LAB_CACHE or ~/.cache/gpt_lab."""
-    root = os.environ.get("GPT_LAB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpt_lab"
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def python_files() -> list[Path]:
@@ -122,7 +115,8 @@ class Corpus:
         return self.ids[~is_val], self.ids[is_val]
 
 
-def _fingerprint(name: str, files: list[Path]) -> str:
+def files_fingerprint(name: str, files: list[Path]) -> str:
+    """A hash of `name`, the tokenizer and each file's path, size and mtime: changes when a source does."""
     h = hashlib.sha256(name.encode())
     h.update(get_tokenizer().name.encode())
     for p in files:
@@ -135,16 +129,81 @@ def load_corpus(name_or_path: str | os.PathLike) -> Corpus:
     """Load `python`, `shakespeare`, or a text file/folder; tokenize once and cache the ids."""
     name, files = _corpus_sources(name_or_path)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(name).name if os.sep in name else name).strip("-")
-    path = cache_dir() / "tokens" / f"{slug}-{_fingerprint(name, files)}.u16"
+    path = cache_dir() / "tokens" / f"{slug}-{files_fingerprint(name, files)}.u16"
     if not path.exists():
         ids = np.asarray(get_tokenizer().encode(corpus_text(name_or_path), allowed_special={ENDOFTEXT}), dtype=np.uint16)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        ids.tofile(tmp)
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+        atomic_write(path, ids.tofile)
     if path.stat().st_size == 0:
         raise ValueError(f"corpus {str(name_or_path)!r} is empty")
     return Corpus(name=name, ids=np.memmap(path, dtype=np.uint16, mode="r"))
+
+
+def repeated_tokens(vocab_size: int, batch_size: int, length: int, generator: torch.Generator,
+                    min_period: int | None = None) -> torch.Tensor:
+    """(B, 2 * length) rows of uniformly random token ids that repeat.
+
+    By default each row is `length` random ids followed by the same ids again. With `min_period`,
+    each row repeats its first d ids over and over, d drawn per row from [min_period, length]:
+    the distance back to the copy then changes from row to row.
+    """
+    if min_period is not None and not 1 <= min_period <= length:
+        raise ValueError(f"min_period must be in [1, length = {length}], got {min_period}")
+    block = torch.randint(0, vocab_size, (batch_size, length), generator=generator)
+    period = (length if min_period is None
+              else torch.randint(min_period, length + 1, (batch_size, 1), generator=generator))  # (B, 1)
+    return block.gather(1, (torch.arange(2 * length) % period).expand(batch_size, -1))
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """How a pre-training batch is rewritten so that copying from the context pays off.
+
+    Natural code repeats itself only now and then, and a model learns to copy (an induction
+    head) only after many repeats at many distances. A share of the training rows is changed:
+
+    - `span_fraction` of the rows get a span of their own text (length in [min_span, max_span])
+      written again after a gap in [0, max_gap]: real code that recurs at a varying distance;
+    - `copy_fraction` of the rows become uniformly random ids repeating with a period drawn in
+      [min_period, half the row] (`repeated_tokens`): only copying can predict them.
+    """
+
+    span_fraction: float = 0.0
+    min_span: int = 8
+    max_span: int = 48
+    max_gap: int = 32
+    copy_fraction: float = 0.0
+    min_period: int = 8
+
+    def __post_init__(self):
+        for name in ("span_fraction", "copy_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.span_fraction + self.copy_fraction > 1.0:
+            raise ValueError(f"span_fraction + copy_fraction must be at most 1, got "
+                             f"{self.span_fraction} + {self.copy_fraction}")
+        if not 1 <= self.min_span <= self.max_span or self.max_gap < 0 or self.min_period < 1:
+            raise ValueError(f"need 1 <= min_span <= max_span, max_gap >= 0 and min_period >= 1, got {self}")
+
+    def apply(self, windows: torch.Tensor, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
+        """windows: (B, T + 1) token ids -> a rewritten copy (the rows in a seeded random order
+        choose their kind: the first round(copy_fraction * B) become copy rows, the next
+        round(span_fraction * B) get a repeated span, the rest stay as they are)."""
+        B, width = windows.shape
+        out = windows.clone()
+        order = torch.randperm(B, generator=generator).tolist()
+        n_copy, n_span = round(self.copy_fraction * B), round(self.span_fraction * B)
+        if n_copy:
+            half = (width + 1) // 2
+            rows = repeated_tokens(vocab_size, n_copy, half, generator, min(self.min_period, half))
+            out[order[:n_copy]] = rows[:, :width]
+        for row in order[n_copy:n_copy + n_span]:
+            span = int(torch.randint(self.min_span, self.max_span + 1, (1,), generator=generator))
+            span = min(span, width // 2)
+            gap = int(torch.randint(0, min(self.max_gap, width - 2 * span) + 1, (1,), generator=generator))
+            start = int(torch.randint(0, width - 2 * span - gap + 1, (1,), generator=generator))
+            copy_at = start + span + gap
+            out[row, copy_at:copy_at + span] = out[row, start:start + span]
+        return out
 
 
 def get_batch(
@@ -153,8 +212,13 @@ def get_batch(
     block_size: int,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    repeats: Repeats | None = None,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows for language modelling: x = data[i:i+T], y = data[i+1:i+T+1], both (B, T)."""
+    """Random windows for language modelling: x = data[i:i+T], y = data[i+1:i+T+1], both (B, T).
+
+    With `repeats` some windows are rewritten first (see `Repeats`; copy rows draw ids below
+    `vocab_size`, which it then needs)."""
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
     if batch_size <= 0:
@@ -164,6 +228,10 @@ def get_batch(
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     rows = [torch.as_tensor(np.asarray(data[s : s + block_size + 1], dtype=np.int64)) for s in starts.tolist()]
     windows = torch.stack(rows)
+    if repeats is not None:
+        if vocab_size is None and repeats.copy_fraction > 0:
+            raise ValueError("repeats with copy rows need vocab_size (the ids they draw from)")
+        windows = repeats.apply(windows, vocab_size or 0, generator or torch.default_generator)
     x, y = windows[:, :-1], windows[:, 1:]
     device = torch.device(device)
     if device.type == "cuda":

@@ -518,3 +518,50 @@ def measure_generation(model: torch.nn.Module, lengths: Sequence[int], repeats: 
         result["tokens_per_s"][name] = [n / sum(per_position[:n]) for n in lengths]
     result["speedup"] = [c / n for c, n in zip(result["tokens_per_s"]["cache"], result["tokens_per_s"]["no_cache"])]
     return result
+
+
+def function_body(signature: str, continuation: str, complete: bool) -> str:
+    """`signature` + the generated lines that belong to its body.
+
+    The body ends at the first non-empty line that starts at column 0 (the function is over).
+    When generation stopped at its token budget first (`complete` False) the last line may be cut
+    in the middle, so it is dropped.
+    """
+    lines = continuation.split("\n")
+    body = []
+    for i, line in enumerate(lines):
+        if i > 0 and line.strip() and not line[0].isspace():
+            break
+        body.append(line)
+    else:
+        if not complete:
+            body = body[:-1]
+    return signature + "\n".join(body)
+
+
+def parse_rate(model: torch.nn.Module, tokenizer, signatures: Sequence[str], max_new_tokens: int = 96,
+               top_p: float = 0.9, temperature: float = 1.0, seed: int = 0, batch_size: int = 50) -> float:
+    """Share of sampled function bodies that are valid Python.
+
+    Each signature (a `def ...:` line) is continued from a newline by nucleus sampling (top-p,
+    seeded); the body is cut where the function ends (`function_body`) and must parse with `ast`
+    and hold at least one statement under the `def`.
+    """
+    import ast
+
+    prompts = [s.rstrip() + "\n" for s in signatures]
+    ok = 0
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        ids = [tokenizer.encode(p) for p in chunk]
+        room = model.config.block_size - max(len(i) for i in ids) + 1
+        new = generate(model, ids, min(max_new_tokens, room), strategy="sample", temperature=temperature,
+                       top_p=top_p, eos_id=tokenizer.eot_token, seed=seed + start)
+        for prompt, tokens in zip(chunk, new):
+            code = function_body(prompt, tokenizer.decode(tokens), len(tokens) < min(max_new_tokens, room))
+            try:
+                tree = ast.parse(code)
+            except SyntaxError:
+                continue
+            ok += bool(tree.body) and isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef))
+    return ok / len(prompts)

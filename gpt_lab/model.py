@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from gpt_lab.attention import AttentionFn, MultiHeadAttention, causal_mask, combined_mask
-from gpt_lab.train import lm_loss
+from gpt_lab.loss import lm_loss
 
 
 @dataclass
@@ -28,6 +28,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True           # biases in Linear and LayerNorm layers, as in GPT-2
     norm: str = "pre"           # "pre": x + f(LN(x)) (GPT-2, LLaMA); "post": LN(x + f(x)) (2017 Transformer)
+    key_shift: bool = False     # smeared keys: each head mixes a key with the previous position's (off in GPT-2)
 
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
@@ -67,18 +68,20 @@ class Block(nn.Module):
         super().__init__()
         self.pre_norm = config.norm == "pre"
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = MultiHeadAttention(config.n_embd, config.n_head, config.dropout, config.bias, attention_fn)
+        self.attn = MultiHeadAttention(config.n_embd, config.n_head, config.dropout, config.bias, attention_fn,
+                                       config.key_shift)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, kv_cache=None, layer: int = 0,
-                need_weights: bool = False, is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                need_weights: bool = False, is_causal: bool = False,
+                has_previous: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pre_norm:
-            a, weights = self.attn(self.ln_1(x), mask, kv_cache, layer, need_weights, is_causal)
+            a, weights = self.attn(self.ln_1(x), mask, kv_cache, layer, need_weights, is_causal, has_previous)
             x = x + a
             x = x + self.mlp(self.ln_2(x))
         else:
-            a, weights = self.attn(x, mask, kv_cache, layer, need_weights, is_causal)
+            a, weights = self.attn(x, mask, kv_cache, layer, need_weights, is_causal, has_previous)
             x = self.ln_1(x + a)
             x = self.ln_2(x + self.mlp(x))
         return x, weights
@@ -154,9 +157,12 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         is_causal = attention_mask is None and past == 0
         mask = causal_mask(T, T_k, idx.device) if attention_mask is None else combined_mask(attention_mask, T, T_k)
+        has_previous = None  # key shift: which of the T_k positions has a real token before it
+        if self.config.key_shift and attention_mask is not None:
+            has_previous = torch.nn.functional.pad(attention_mask[:, :-1].bool(), (1, 0))  # (B, T_k)
         all_weights = []
         for layer, block in enumerate(self.transformer.h):
-            x, weights = block(x, mask, kv_cache, layer, need_weights, is_causal)
+            x, weights = block(x, mask, kv_cache, layer, need_weights, is_causal, has_previous)
             if need_weights:
                 all_weights.append(weights)
         if kv_cache is not None:

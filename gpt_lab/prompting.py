@@ -7,11 +7,13 @@ text after a new input is its output. `few_shot_prompt` writes such a prompt and
 """
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
 import torch
 
+from gpt_lab.data import repeated_tokens
 from gpt_lab.train import BatchFn, batch_generator
 
 Pair = tuple[str, str]
@@ -99,22 +101,6 @@ def accuracy_vs_shots(model: torch.nn.Module, tokenizer, task_examples: Sequence
     return result
 
 
-def repeated_tokens(vocab_size: int, batch_size: int, length: int, generator: torch.Generator,
-                    min_period: int | None = None) -> torch.Tensor:
-    """(B, 2 * length) rows of uniformly random token ids that repeat.
-
-    By default each row is `length` random ids followed by the same ids again. With `min_period`,
-    each row repeats its first d ids over and over, d drawn per row from [min_period, length]:
-    the distance back to the copy then changes from row to row.
-    """
-    if min_period is not None and not 1 <= min_period <= length:
-        raise ValueError(f"min_period must be in [1, length = {length}], got {min_period}")
-    block = torch.randint(0, vocab_size, (batch_size, length), generator=generator)
-    period = (length if min_period is None
-              else torch.randint(min_period, length + 1, (batch_size, 1), generator=generator))  # (B, 1)
-    return block.gather(1, (torch.arange(2 * length) % period).expand(batch_size, -1))
-
-
 def copy_task_batches(vocab_size: int, batch_size: int, length: int, seed: int = 0,
                       min_period: int | None = None) -> BatchFn:
     """Batches `(x, y)` of the copy task for `gpt_lab.train.train`: rows of `repeated_tokens`, shifted.
@@ -152,3 +138,17 @@ def repeat_loss(model: torch.nn.Module, vocab_size: int, length: int = 50, batch
     nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), seq[:, 1:],
                                             reduction="none")                  # (B, 2L - 1): position t predicts t + 1
     return float(nll[:, :length - 1].mean()), float(nll[:, length:].mean())
+
+
+def binomial_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion (95% with the default z): `(low, high)`.
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 or n successes,
+    where exact-match accuracies of a small model often sit.
+    """
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

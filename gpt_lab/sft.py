@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import os
 import random
 import sysconfig
 import textwrap
@@ -26,12 +25,13 @@ from pathlib import Path
 
 import torch
 
-from gpt_lab.data import _fingerprint, cache_dir, collate, pad_sequences, python_files
-from gpt_lab.presets import Bundle, _key, fast_mode, load_bundle, pretrained
+from gpt_lab.cache import atomic_write, build_once, cache_dir, fingerprint
+from gpt_lab.data import collate, files_fingerprint, pad_sequences, python_files
+from gpt_lab.presets import Bundle, fast_mode, load_bundle, pretrained
 from gpt_lab.prompting import complete
 from gpt_lab.tokenizer import ENDOFTEXT, get_tokenizer
-from gpt_lab.train import (IGNORE_INDEX, BatchFn, History, TrainConfig, lm_loss, save_checkpoint, shift_labels,
-                           train)
+from gpt_lab.loss import IGNORE_INDEX, lm_loss, shift_labels
+from gpt_lab.train import BatchFn, History, TrainConfig, save_checkpoint, train
 
 SYSTEM_PROMPT = "You are a helpful assistant in programming."
 
@@ -86,7 +86,7 @@ def build_sft_example(system: str | None, user: str, answer: str, tokenizer,
     input_ids = prompt (template up to `[/INST]`) + " {answer}" + end token. With `mask_prompt`,
     labels are IGNORE_INDEX at every prompt position, so only the answer and the end token are
     learned; without it labels = input_ids (the prompt is learned too). Training shifts the labels
-    (`gpt_lab.train.shift_labels`): the prediction made at the last prompt token is the first
+    (`gpt_lab.loss.shift_labels`): the prediction made at the last prompt token is the first
     answer token. The prompt is tokenized alone, exactly as it is at generation time.
     """
     if not answer.strip():
@@ -148,7 +148,7 @@ def stdlib_functions() -> list[dict]:
     dedented source lines from `def` to the end of the body (decorators excluded).
     """
     files = python_files()
-    path = cache_dir() / "sft" / f"stdlib-functions-{_fingerprint('stdlib-functions-v2', files)}.json"
+    path = cache_dir() / "sft" / f"stdlib-functions-{files_fingerprint('stdlib-functions-v2', files)}.json"
     if path.exists():
         return json.loads(path.read_text())
     root = Path(sysconfig.get_paths()["stdlib"])
@@ -172,10 +172,7 @@ def stdlib_functions() -> list[dict]:
             seen.add(code)
             records.append({"module": module, "name": node.name, "arguments": _arguments(node), "code": code,
                             "code_tokens": len(enc.encode(code, disallowed_special=()))})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(records))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(records)))
     return records
 
 
@@ -371,7 +368,7 @@ def evaluate_exact_match(model: torch.nn.Module, tokenizer, examples: Sequence[S
 
 # ----------------------------------------------------------------------------- cached course model
 
-def finetuned(task: str = "function-name", base_corpus: str = "python", base_preset: str = "small",
+def finetuned(task: str = "function-name", base_corpus: str = "python", base_preset: str = "course",
               mask_prompt: bool = True, device: torch.device | str | None = None, seed: int = 0) -> Bundle:
     """The course model fine-tuned on `task` ("function-name", "arguments" or "all"): cached.
 
@@ -379,19 +376,15 @@ def finetuned(task: str = "function-name", base_corpus: str = "python", base_pre
     `default_recipe()`, then scored on held-out modules; `info["accuracy"]` maps each task to
     its exact-match accuracy on (up to `n_eval`) test examples, `info["seconds"]` is the time.
     """
-    from filelock import FileLock
-
     tasks = tuple(TASKS) if task == "all" else (task,)
     if task != "all" and task not in TASKS:
         raise ValueError(f"unknown task {task!r}: choose from {', '.join(TASKS)} or 'all'")
     base = pretrained(base_corpus, base_preset, device=device)
     recipe = default_recipe()
     path = cache_dir() / "checkpoints" / (f"sft-{task}{'' if mask_prompt else '-nomask'}-{base.path.stem}-"
-                                          f"{_key(tasks, mask_prompt, asdict(recipe), seed)}.pt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.exists():
-            return load_bundle(path, device)
+                                          f"{fingerprint(tasks, mask_prompt, asdict(recipe), seed, base.info.get('sha256'))}.pt")
+
+    def build() -> Bundle:
         model, tok = copy.deepcopy(base.model), base.tokenizer
         block = model.config.block_size
         splits = function_tasks(tasks, seed=seed)
@@ -406,3 +399,5 @@ def finetuned(task: str = "function-name", base_corpus: str = "python", base_pre
                 "accuracy": accuracy, "seconds": history.seconds, "fast": fast_mode()}
         save_checkpoint(path, model, None, recipe.steps, history, extra={"kept_ids": tok.kept, "info": info})
         return Bundle(model, tok, history, path, info)
+
+    return build_once(path, build, lambda p: load_bundle(p, device))

@@ -21,36 +21,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
+from gpt_lab.cache import atomic_write
+from gpt_lab.data import Repeats, get_batch
 from gpt_lab.device import autocast
 
-IGNORE_INDEX = -100
 Batch = tuple[torch.Tensor, ...]
 BatchFn = Callable[[str, int], Batch]
-
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Mean next-token cross-entropy.
-
-    logits: (B, T, V), the model's scores at each position; targets: (B, T), the token that
-    follows each position (already shifted: targets[:, t] = input[:, t + 1]), `ignore_index`
-    where there is nothing to learn. Averages -log p(target) over the positions not ignored.
-    """
-    if logits.shape[:-1] != targets.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} disagree: "
-                         "expected logits (B, T, V) and targets (B, T)")
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index)
-
-
-def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Labels aligned with the input (B, T) -> next-token targets (B, T): targets[:, t] = labels[:, t+1].
-
-    The last position has no next token in the sequence, so its target is `ignore_index`.
-    """
-    targets = torch.full_like(labels, ignore_index)
-    targets[:, :-1] = labels[:, 1:]
-    return targets
 
 
 def batch_generator(seed: int, split: str, step: int) -> torch.Generator:
@@ -59,18 +36,21 @@ def batch_generator(seed: int, split: str, step: int) -> torch.Generator:
 
 
 def lm_batches(train_ids: np.ndarray, val_ids: np.ndarray, batch_size: int, block_size: int, seed: int = 0,
-               device: torch.device | str = "cpu") -> BatchFn:
+               device: torch.device | str = "cpu", repeats: Repeats | None = None,
+               vocab_size: int | None = None) -> BatchFn:
     """Random-window batches from token arrays; batch (split, step) is the same on every call.
+
+    `repeats` rewrites some training rows so that copying from the context pays (see
+    `gpt_lab.data.Repeats`); validation batches stay plain text, so val loss measures the text.
 
     Under DDP each rank takes its slice of one global batch of `batch_size * world_size` rows,
     so N processes see exactly the batch one process would see with N times the batch size.
     """
-    from gpt_lab.data import get_batch
-
     def batches(split: str, step: int) -> Batch:
         rank, world = distributed_info()
         data = {"train": train_ids, "val": val_ids}[split]
-        x, y = get_batch(data, batch_size * world, block_size, generator=batch_generator(seed, split, step))
+        x, y = get_batch(data, batch_size * world, block_size, generator=batch_generator(seed, split, step),
+                         repeats=repeats if split == "train" else None, vocab_size=vocab_size)
         rows = slice(rank * batch_size, (rank + 1) * batch_size)
         return x[rows].to(device), y[rows].to(device)
 
@@ -262,8 +242,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
                     history: History | None = None, train_config: TrainConfig | None = None,
                     extra: dict | None = None) -> Path:
     """Write config + weights + optimizer + step + history atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = _unwrap(model)
     state = {
         "model": model.state_dict(),
@@ -274,10 +252,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         "history": (history or History()).to_dict(),
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: torch.device | str | None = "cpu") -> dict:

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from gpt_lab.data import collate, corpus_text, get_batch, load_corpus, pad_sequences, python_files
+from gpt_lab.data import Repeats, collate, corpus_text, get_batch, load_corpus, pad_sequences, python_files
+from gpt_lab.train import lm_batches
 from gpt_lab.tokenizer import get_tokenizer
 
 
@@ -101,3 +102,57 @@ def test_collate_truncation():
         pad_sequences(seqs, 0, side="middle")
     with pytest.raises(ValueError, match="empty"):
         collate([], 0)
+
+
+def _windows(B=64, width=129, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1000, 2000, (B, width), generator=g)  # ids that copy rows (< 1000) never use
+
+
+def test_repeats_write_a_span_again_at_a_varying_distance():
+    """Span rows hold a span of length in [min_span, max_span] repeated after a gap in [0, max_gap]
+    (found by brute force over all (start, length, gap)); other rows are unchanged."""
+    windows = _windows()
+    rep = Repeats(span_fraction=0.5, min_span=8, max_span=20, max_gap=10)
+    out = rep.apply(windows, vocab_size=1000, generator=torch.Generator().manual_seed(1))
+    changed = [b for b in range(64) if not torch.equal(out[b], windows[b])]
+    assert len(changed) == 32
+    gaps, lengths = set(), set()
+    for b in changed:
+        row = out[b].tolist()
+        found = [(L, g) for L in range(8, 21) for g in range(11) for s in range(129 - 2 * L - g + 1)
+                 if row[s:s + L] == row[s + L + g:s + 2 * L + g]]
+        assert found, f"row {b} has no repeated span"
+        L, g = max(found)
+        lengths.add(L)
+        gaps.add(g)
+    assert len(lengths) > 3 and len(gaps) > 3  # lengths and distances vary from row to row
+
+
+def test_repeats_copy_rows_repeat_random_ids_with_a_random_period():
+    windows = _windows()
+    rep = Repeats(copy_fraction=0.25, min_period=8)
+    out = rep.apply(windows, vocab_size=1000, generator=torch.Generator().manual_seed(2))
+    copy_rows = [b for b in range(64) if int(out[b].max()) < 1000]
+    assert len(copy_rows) == 16
+    periods = set()
+    for b in copy_rows:
+        row = out[b]
+        period = next(d for d in range(1, 129) if torch.equal(row[d:], row[:-d]))
+        assert 8 <= period <= 65
+        periods.add(period)
+    assert len(periods) > 5
+    assert all(torch.equal(out[b], windows[b]) for b in range(64) if b not in copy_rows)
+
+
+def test_lm_batches_rewrite_training_rows_only():
+    ids = np.arange(5000) % 997 + 1000
+    plain = lm_batches(ids, ids, 16, 64, seed=0)
+    mixed = lm_batches(ids, ids, 16, 64, seed=0, repeats=Repeats(copy_fraction=0.5), vocab_size=1000)
+    x, y = mixed("train", 3)
+    assert (x.max(dim=1).values < 1000).sum() == 8 and torch.equal(x[:, 1:], y[:, :-1])
+    assert all(torch.equal(a, b) for a, b in zip(plain("val", 3), mixed("val", 3)))
+    with pytest.raises(ValueError, match="vocab_size"):
+        get_batch(ids, 4, 8, repeats=Repeats(copy_fraction=0.5))
+    with pytest.raises(ValueError, match="at most 1"):
+        Repeats(span_fraction=0.7, copy_fraction=0.5)

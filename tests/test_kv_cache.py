@@ -138,3 +138,24 @@ def test_time_per_token_and_measure_generation(model):
     assert result["positions"] == [1, 2, 3, 4]
     assert set(result["tokens_per_s"]) == {"cache", "no_cache"}
     assert len(result["speedup"]) == 2 and len(result["seconds_per_token"]["cache"]) == 4
+
+
+def test_key_shift_cached_generation_equals_uncached(monkeypatch):
+    """With smeared keys the cache keeps raw keys and smears them on reading, so greedy decoding of
+    a left-padded batch gives the same tokens and logits with and without the cache, and each row
+    is what its prompt gives alone."""
+    from gpt_lab.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=128, n_layer=2, n_head=2, n_embd=32, key_shift=True)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.25)
+    prompts = [[5, 6, 7, 8, 9], list(range(10, 22)), [1]]
+    cached, cached_steps = recorded(monkeypatch, generate, model, prompts, 80, use_cache=True)
+    full, full_steps = recorded(monkeypatch, generate, model, prompts, 80, use_cache=False)
+    assert cached == full and len(set(cached[1])) > 5
+    assert_steps_close(cached_steps, full_steps)
+    for prompt, row in zip(prompts, cached):
+        assert generate(model, prompt, 80)[0] == row

@@ -1,10 +1,13 @@
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gpt_lab.attention import scaled_dot_product_attention
 from gpt_lab.kv_cache import KVCache
 from gpt_lab.model import GPT, GPTConfig, load_hf_gpt2_state_dict
-from gpt_lab.train import shift_labels
+from gpt_lab.loss import shift_labels
 
 SMALL = dict(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32)
 
@@ -52,9 +55,9 @@ def test_causality_future_tokens_do_not_change_past_logits():
         assert not torch.allclose(model(idx)[0][:, 7:], model(changed)[0][:, 7:])
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
-def test_left_padding_gives_the_same_logits_as_no_padding(norm):
-    model = tiny(norm=norm)
+@pytest.mark.parametrize("norm,key_shift", [("pre", False), ("post", False), ("pre", True)])
+def test_left_padding_gives_the_same_logits_as_no_padding(norm, key_shift):
+    model = tiny(norm=norm, key_shift=key_shift)
     idx = torch.randint(0, 97, (2, 9))
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[0, :4] = 0
@@ -72,8 +75,10 @@ def test_pre_and_post_norm_differ_in_structure():
         assert not torch.allclose(pre(x)[0], post(x)[0])
 
 
-def test_injected_attention_gives_the_same_logits():
-    model = tiny()
+@pytest.mark.parametrize("key_shift", [False, True])
+def test_injected_attention_gives_the_same_logits(key_shift):
+    """The written-out attention and the fused kernel agree, with and without smeared keys."""
+    model = tiny(key_shift=key_shift)
     idx = torch.randint(0, 97, (2, 12))
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[1, :5] = 0
@@ -84,8 +89,9 @@ def test_injected_attention_gives_the_same_logits():
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
 
 
-def test_cached_forward_matches_full_forward():
-    model = tiny()
+@pytest.mark.parametrize("key_shift", [False, True])
+def test_cached_forward_matches_full_forward(key_shift):
+    model = tiny(key_shift=key_shift)
     idx = torch.randint(0, 97, (2, 16))
     cache = KVCache.for_model(model, batch_size=2)
     with torch.no_grad():
@@ -95,6 +101,38 @@ def test_cached_forward_matches_full_forward():
             steps.append(model(idx[:, t:t + 1], kv_cache=cache)[0])
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
     assert cache.length == 16
+
+
+def test_key_shift_is_off_by_default_and_adds_one_mix_per_head():
+    assert GPTConfig().key_shift is False
+    assert not any("key_mix" in name for name, _ in tiny().named_parameters())
+    mixes = [p for name, p in tiny(key_shift=True).named_parameters() if name.endswith("attn.key_mix")]
+    assert len(mixes) == SMALL["n_layer"] and all(p.shape == (SMALL["n_head"],) for p in mixes)
+
+
+def test_smeared_keys_match_a_loop_over_positions():
+    """Each head's key j becomes s k_j + (1 - s) k_{j-1} (k_{-1} = 0), s = sigmoid(key_mix[h]); the
+    attention output equals PyTorch's causal attention over keys smeared by an explicit loop."""
+    model = tiny(seed=3, key_shift=True)
+    attn = model.transformer.h[0].attn
+    with torch.no_grad():
+        attn.key_mix.copy_(torch.tensor([1.5, -0.5, 0.0, -3.0]))
+        x = torch.randn(2, 7, SMALL["n_embd"])
+        q, k, v = (attn.split_heads(t) for t in attn.c_attn(x).split(SMALL["n_embd"], dim=2))
+        smeared = torch.zeros_like(k)
+        for h in range(SMALL["n_head"]):
+            s = 1 / (1 + math.exp(-float(attn.key_mix[h])))
+            for j in range(7):
+                previous = k[:, h, j - 1] if j > 0 else torch.zeros_like(k[:, h, 0])
+                smeared[:, h, j] = s * k[:, h, j] + (1 - s) * previous
+        y = F.scaled_dot_product_attention(q, smeared, v, is_causal=True).transpose(1, 2).reshape(2, 7, -1)
+        expected = attn.c_proj(y)
+        torch.testing.assert_close(attn(x, is_causal=True)[0], expected, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(attn(x, model_mask(7), need_weights=True)[0], expected, atol=1e-6, rtol=1e-5)
+
+
+def model_mask(T):
+    return torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
 
 
 def test_attention_maps_rows_sum_to_one_and_are_causal():

@@ -11,7 +11,8 @@ from gpt_lab.sft import (SYSTEM_PROMPT, TASKS, AnswerLoss, SFTExample, _argument
                          build_sft_example, evaluate_exact_match, finetune, finetuned, function_tasks, predict,
                          sft_batches)
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
-from gpt_lab.train import IGNORE_INDEX, evaluate, shift_labels
+from gpt_lab.loss import IGNORE_INDEX, shift_labels
+from gpt_lab.train import evaluate
 
 
 def example(code: str, name: str) -> SFTExample:

@@ -12,16 +12,14 @@ import torch.nn.functional as F
 
 from gpt_lab.device import autocast, compute_dtype, cpu_has_bf16
 from gpt_lab.model import GPT, GPTConfig
+from gpt_lab.loss import IGNORE_INDEX, lm_loss, shift_labels
 from gpt_lab.train import (
-    IGNORE_INDEX,
     TrainConfig,
     configure_optimizer,
     evaluate,
     lm_batches,
-    lm_loss,
     load_checkpoint,
     lr_at,
-    shift_labels,
     train,
 )
 
