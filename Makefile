@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Tools the venv installs (nbgrader runs `alembic`, tests run `torchrun`) are found without activating it.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup book book-fast test labs serve grade clean
+.PHONY: setup grade-setup book book-fast test labs serve grade release clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,23 @@ labs: setup
 serve:
 	$(BIN)/python -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
 
-grade: setup
-	$(BIN)/gpt-lab grade $(LAB) $(SUBMISSIONS) $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS))
+# The grader runs student code inside bubblewrap (Debian/Ubuntu package `bubblewrap`); without it,
+# `gpt-lab-grade` stops unless UNSANDBOXED=1 (the grade table then says "unsandboxed").
+grade-setup: setup
+	@command -v bwrap >/dev/null 2>&1 || { if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "make grade: install bubblewrap (apt-get install bubblewrap) to sandbox student code" >&2; fi; }
+
+grade: grade-setup
+	$(BIN)/gpt-lab-grade $(LAB) $(SUBMISSIONS) --course . $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS)) \
+	  $(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(MEMORY),--memory-mb $(MEMORY)) \
+	  $(if $(PATTERN),--name-regex '$(PATTERN)') $(if $(UNSANDBOXED),--unsandboxed)
+
+# The students' repository: book sources, labs/, gpt_lab/ and a students' README; no solutions/, hidden
+# checks or grader (gpt_lab_grader/release.py, checked by tests/grading/test_release.py).
+release: setup
+	test -n "$(DEST)" || { echo "usage: make release DEST=folder" >&2; exit 2; }
+	$(BIN)/python -m gpt_lab_grader.release "$(DEST)" --course .
 
 clean:
 	rm -rf _build .pytest_cache

@@ -5,8 +5,9 @@ course folder: that gradebook holds the released cells' checksums and the hidden
 puts back into every submission (changed or deleted test cells are restored, hidden tests added).
 
 `autograde` grades one student in `<workspace>/` = a copy of that gradebook + `submitted/<student>/<lab>/`.
-The notebook runs in the `gpt-lab-guarded` kernel (see `kernel.py`): per-cell timeout, memory limit, audit
-hook that keeps it out of the gradebook, tests, solutions and other students' files, output capped here
+The notebook runs in the `gpt-lab-guarded` kernel (see `kernel.py`), inside bubblewrap (`confine.py`): only
+its own `home/` is mounted (writable), so the gradebook, tests, solutions and other students' files are not
+there at all; per-cell timeout, CPU-time, memory and process limits, the audit hook as a second layer, output capped here
 too (by `CappedExecute`, in this trusted process). The score is then read back from the gradebook and the
 executed notebook: points per test cell, with a short message for each failure (exception name and message,
 never its traceback: that would show hidden test source).
@@ -20,16 +21,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt_lab.grading.kernel import ENV as KERNEL_ENV
-from gpt_lab.grading.kernel import KERNEL_NAME, write_kernelspec
-from gpt_lab.grading.report import Item
-
-REPO = Path(__file__).resolve().parents[2]
+from gpt_lab_grader.kernel import ENV as KERNEL_ENV
+from gpt_lab_grader.confine import protected_paths
+from gpt_lab_grader.kernel import KERNEL_NAME, write_kernelspec
+from gpt_lab_grader.results import Result
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 OUTPUT_BYTES = 1_000_000  # printed output kept per notebook (by the kernel; twice that here, as a backstop)
+KERNEL_START_CPU_S = 120  # CPU seconds a kernel may spend on top of the notebook's time limit (imports, start)
 STOPPED = ("CellTimeoutError", "KeyboardInterrupt")  # a cell past its time limit (nbgrader interrupts the kernel)
 
 
@@ -39,6 +40,7 @@ class Course:
 
     lab: str
     root: Path
+    source: Path | None = None  # the instructor's course folder (its nbgrader_config.py)
     cells: dict[str, float] = field(default_factory=dict)  # grade cell id -> points, in notebook order
     checksums: dict[str, str] = field(default_factory=dict)  # locked cell id -> checksum of its released source
     warnings: list[str] = field(default_factory=list)
@@ -52,14 +54,15 @@ class Course:
         return float(sum(self.cells.values()))
 
 
-def nbgrader_config(root: Path, gradebook: Path):
-    """The repository's nbgrader_config.py with the course root and gradebook moved to `root`/`gradebook`."""
+def nbgrader_config(root: Path, gradebook: Path, course: Path | None = None):
+    """The course's nbgrader_config.py (if `course` has one) with the course root and gradebook moved to
+    `root`/`gradebook`."""
     from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
     config = Config()
-    if (REPO / "nbgrader_config.py").exists():
-        config.merge(PyFileConfigLoader("nbgrader_config.py", path=str(REPO)).load_config())
+    if course is not None and (Path(course) / "nbgrader_config.py").exists():
+        config.merge(PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config())
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.db_url = f"sqlite:///{gradebook}"
     config.CourseDirectory.source_directory = "solutions"
@@ -67,8 +70,9 @@ def nbgrader_config(root: Path, gradebook: Path):
     return config
 
 
-def prepare_course(lab: str, source: Path, release: Path | None, root: Path) -> Course:
-    """Generate the lab's assignment from `source` (nbgrader source notebook) into a new course at `root`."""
+def prepare_course(lab: str, source: Path, release: Path | None, root: Path, course: Path | None = None) -> Course:
+    """Generate the lab's assignment from `source` (nbgrader source notebook) into a new course at `root`,
+    with the nbgrader configuration of the course folder `course`."""
     from nbgrader.api import Gradebook
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -77,25 +81,25 @@ def prepare_course(lab: str, source: Path, release: Path | None, root: Path) -> 
         shutil.rmtree(root)
     (root / "solutions" / lab).mkdir(parents=True)
     shutil.copyfile(source, root / "solutions" / lab / f"{lab}.ipynb")
-    config = nbgrader_config(root, root / "gradebook.db")
+    config = nbgrader_config(root, root / "gradebook.db", course)
     api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
     outcome = api.generate_assignment(lab, force=True, create=True)
     if not outcome["success"]:
         raise RuntimeError(f"nbgrader generate_assignment {lab} failed:\n{outcome.get('error', '')[-2000:]}")
-    course = Course(lab, root)
+    prepared = Course(lab, root, course)
     with Gradebook(config.CourseDirectory.db_url) as gb:
         notebook = gb.find_notebook(lab, lab)
         points = {c.name: float(c.max_score) for c in notebook.grade_cells}
-        course.cells = {c.name: points[c.name] for c in notebook.source_cells if c.name in points}  # notebook order
-    course.checksums = _checksums(root / "labs" / lab / f"{lab}.ipynb")  # as released to students
+        prepared.cells = {c.name: points[c.name] for c in notebook.source_cells if c.name in points}  # in order
+    prepared.checksums = _checksums(root / "labs" / lab / f"{lab}.ipynb")  # as released to students
     write_kernelspec(root)
     subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], check=True,  # the font cache, once
                    env=dict(os.environ, MPLCONFIGDIR=str(root / "matplotlib")), stdout=subprocess.DEVNULL)
     if release is not None and release.exists():
-        if _checksums(release) != course.checksums:
-            course.warnings.append(f"{release} differs from what solutions/ generates now: run `make labs` and "
-                                   "hand out the new version, or students' locked cells will be reported as changed")
-    return course
+        if _checksums(release) != prepared.checksums:
+            prepared.warnings.append(f"{release} differs from what solutions/ generates now: run `make labs` and "
+                                     "hand out the new version, or students' locked cells will be reported as changed")
+    return prepared
 
 
 # gpt_lab calls that read or fill $GPT_LAB_CACHE (presets.py, data.py, sft.py)
@@ -160,13 +164,15 @@ def _capped_execute(limit: int, cwd: Path):
 
 
 def autograde(course: Course, workspace: Path, student: str, timeout_s: float, memory_mb: int,
-              deny: list[str]) -> dict:
-    """Run nbgrader autograde for one student (in this process; the notebook runs in a guarded kernel).
+              deny: list[str], sandboxed: bool = True) -> dict:
+    """Run nbgrader autograde for one student (in this process; the notebook runs in a confined kernel).
 
-    The kernel runs in `workspace/home` (its HOME, temp and cache too); `deny` should hold everything else
-    of the workspace (see `grade._deny_list`).
+    The kernel runs in `workspace/home` (its HOME, temp and cache too), the only folder of the machine it can
+    write (with bubblewrap; `sandboxed=False` leaves only the audit hook); `deny` names everything else of the
+    workspace and of the grading run for the audit hook (see `grade._deny_list`). Its CPU time is limited to
+    the notebook's time limit plus the kernel's start.
 
-    Returns {"cells": [Item as dict], "notes": [(status, note)], "log": nbgrader's log (for the instructor)}.
+    Returns {"cells": [Result as dict], "notes": [(status, note)], "log": nbgrader's log (for the instructor)}.
     """
     from nbgrader.converters import Autograde
     from nbgrader.coursedir import CourseDirectory
@@ -183,15 +189,21 @@ def autograde(course: Course, workspace: Path, student: str, timeout_s: float, m
         shutil.copytree(course.root / "cache", home / "cache", dirs_exist_ok=True)
     guard_log = workspace / "guard.log"
     guard_log.write_text("")
+    # a short folder for the kernel's Unix sockets (a socket path has at most 107 bytes)
+    runtime = Path(tempfile.mkdtemp(prefix="gl-", dir="/tmp" if os.path.isdir("/tmp") else None))
     os.environ.update({
-        "JUPYTER_PATH": str(course.root), "JUPYTER_RUNTIME_DIR": str(workspace / "runtime"),
+        "JUPYTER_PATH": str(course.root), "JUPYTER_RUNTIME_DIR": str(runtime),
         "HOME": str(home), "IPYTHONDIR": str(home / ".ipython"), "MPLCONFIGDIR": str(home / "matplotlib"),
         "TMPDIR": str(home), "CUDA_VISIBLE_DEVICES": "", "GPT_LAB_DEVICE": "cpu", "GPT_LAB_FAST": "1",
         "GPT_LAB_PROGRESS": "0", "GPT_LAB_CACHE": str(home / "cache"), "PYTHONHASHSEED": "0",
         KERNEL_ENV: json.dumps({"memory_mb": memory_mb, "output_bytes": OUTPUT_BYTES, "log": str(guard_log),
-                                "deny": deny}),
+                                "deny": [*protected_paths(course.source), *deny], "home": str(home),
+                                "runtime": str(runtime), "sandboxed": sandboxed,
+                                "cpu_s": int(timeout_s) + KERNEL_START_CPU_S}),
     })
-    config = nbgrader_config(workspace, workspace / "gradebook.db")
+    config = nbgrader_config(workspace, workspace / "gradebook.db", course.source)
+    config.KernelManager.transport = "ipc"  # Unix sockets: the kernel has no network
+    config.KernelManager.ip = str(runtime / "k")
     config.CourseDirectory.source_directory = str(course.root / "solutions" / "_none_")  # copy no extra files
     config.Execute.timeout = int(timeout_s)
     config.Execute.kernel_name = KERNEL_NAME
@@ -209,12 +221,15 @@ def autograde(course: Course, workspace: Path, student: str, timeout_s: float, m
     coursedir.assignment_id, coursedir.student_id = lab, student
     app = Autograde(coursedir=coursedir, config=config)
     app.force, app.create_student = True, True
-    outcome = capture_log(app)
+    try:
+        outcome = capture_log(app)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
     log = (outcome.get("log") or "") + (outcome.get("error") or "")
     executed = _executed_cells(workspace / "autograded" / student / lab / f"{lab}.ipynb") if outcome["success"] else []
     cells = _read_cells(course, workspace / "gradebook.db", student, executed, restored, timeout_s)
     notes = _notes(executed, changed, restored, outcome["success"], log, memory_mb, workspace / "guard.log")
-    return {"cells": [asdict(i) for i in cells], "notes": notes, "log": log[-20000:]}
+    return {"cells": [c.to_dict() for c in cells], "notes": notes, "log": log[-20000:]}
 
 
 def _executed_cells(path: Path) -> list[dict]:
@@ -263,7 +278,7 @@ def restore_missing_cells(notebook: Path, released: Path) -> list[str]:
 
 
 def _read_cells(course: Course, gradebook: Path, student: str, executed: list[dict], restored: list[str],
-                timeout_s: float) -> list[Item]:
+                timeout_s: float) -> list[Result]:
     """Points per test cell from the gradebook, capped at the course's points; failure messages from the outputs.
 
     `executed` is empty when the notebook did not finish: then every test cell scores 0.
@@ -286,7 +301,7 @@ def _read_cells(course: Course, gradebook: Path, student: str, executed: list[di
         if name in restored:
             message = "this test cell was missing from your notebook; the released version was put back and run. " \
                       + message
-        items.append(Item(name, got, points, passed, message.strip()))
+        items.append(Result(name, got, points, passed, message.strip()))
     return items
 
 

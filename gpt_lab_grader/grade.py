@@ -1,4 +1,4 @@
-"""`gpt-lab grade LAB SUBMISSIONS`: from a folder (or zip) of submitted notebooks to grades and feedback.
+"""`gpt-lab-grade LAB SUBMISSIONS`: from a folder (or zip) of submitted notebooks to grades and feedback.
 
     collect  -> OUT/inbox/<student>.ipynb              (collect.py: folder, nbgrader tree or LMS zip)
     prepare  -> OUT/.grader/course/                    (autograde.py: the lab's gradebook + guarded kernel,
@@ -6,6 +6,8 @@
     per student, in parallel, each part in its own killable process (pool.py):
       nbgrader autograde in OUT/workspace/<student>/   (notebook tests, hidden tests restored by nbgrader)
       hidden pytest checks via run_checks              (checks.py: graded functions in the sandbox)
+    every run of student code is confined by bubblewrap (confine.py); without it, grading stops unless the
+    instructor passes --unsandboxed, and the grade table's `sandbox` column says so
     write    -> OUT/grades.csv, OUT/feedback/<student>.html, OUT/distribution.png   (report.py)
 
 A submission that hangs, crashes, floods output or touches what it must not only changes its own row.
@@ -21,13 +23,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from gpt_lab.grading.autograde import Course, autograde, needs_cache, prepare_course, warm_cache
-from gpt_lab.grading.checks import LABS, resolve_lab, run_checks
-from gpt_lab.grading.collect import collect_submissions
-from gpt_lab.grading.pool import Failure, Job, forkserver_context, run_jobs
-from gpt_lab.grading.report import (Item, StudentResult, plot_distribution, write_feedback,
-                                    write_grades_csv)
-from gpt_lab.grading.submission import SubmissionError, read_notebook
+from gpt_lab_grader.autograde import Course, autograde, needs_cache, prepare_course, warm_cache
+from gpt_lab_grader.checks import run_checks
+from gpt_lab_grader.collect import collect_submissions
+from gpt_lab_grader.course import find_course
+from gpt_lab_grader.confine import bwrap_problem
+from gpt_lab_grader.labs import LABS, resolve_lab
+from gpt_lab_grader.pool import Failure, Job, forkserver_context, run_jobs
+from gpt_lab_grader.report import StudentResult, plot_distribution, write_feedback, write_grades_csv
+from gpt_lab_grader.results import Result
+from gpt_lab_grader.submission import SubmissionError, read_notebook
 
 STARTUP_S = 120  # allowance for starting nbgrader and the kernel (slow on a busy machine)
 GENERATED = ("inbox", "workspace", "feedback", ".grader", "grades.csv", "distribution.png")
@@ -37,7 +42,12 @@ CHECK_STATUS = {"ForbiddenOperation": "rejected", "ReferenceCall": "rejected", "
 CHECKS_MIN_S = 120  # the hidden checks of one notebook always get at least this long in total
 
 
-def hidden_checks(lab: str, notebook: str, timeout_s: float, memory_mb: int, deny: list[str], tmp: str) -> list[dict]:
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap cannot run here and the instructor did not pass --unsandboxed."""
+
+
+def hidden_checks(lab: str, notebook: str, timeout_s: float, memory_mb: int, deny: list[str], tmp: str,
+                  course: str, sandboxed: bool = True) -> list[dict]:
     """The lab's hidden checks on one notebook, as dicts (runs in a pool process).
 
     Their scratch folders go under `tmp`, in the student's workspace, which every other student's code is
@@ -45,7 +55,8 @@ def hidden_checks(lab: str, notebook: str, timeout_s: float, memory_mb: int, den
     Path(tmp).mkdir(parents=True, exist_ok=True)
     os.environ["TMPDIR"] = tmp
     tempfile.tempdir = None
-    return [r.to_dict() for r in run_checks(lab, notebook, timeout_s=timeout_s, memory_mb=memory_mb, deny=deny)]
+    return [r.to_dict() for r in run_checks(lab, notebook, timeout_s=timeout_s, memory_mb=memory_mb, deny=deny,
+                                            course=course, sandboxed=sandboxed)]
 
 
 def _merge_notebook(r: StudentResult, course: Course, outcome, limit_s: float) -> None:
@@ -53,10 +64,10 @@ def _merge_notebook(r: StudentResult, course: Course, outcome, limit_s: float) -
         why = {"timeout": f"the notebook did not finish within {limit_s:.0f} s",
                "crashed": "the process running the notebook died",
                "error": "nbgrader failed on this notebook"}[outcome.kind]
-        r.cells = [Item(name, 0.0, points, False, f"not run: {why}") for name, points in course.cells.items()]
+        r.cells = [Result(name, 0.0, points, False, f"not run: {why}") for name, points in course.cells.items()]
         r.flag(outcome.kind, f"{why}: the notebook tests score 0")
         return
-    r.cells = [Item(**d) for d in outcome["cells"]]
+    r.cells = [Result.from_dict(d) for d in outcome["cells"]]
     for status, note in outcome["notes"]:
         r.flag(status, note)
 
@@ -66,7 +77,7 @@ def _merge_checks(r: StudentResult, outcome) -> None:
         r.checks = []
         r.flag(outcome.kind, f"the hidden checks could not run ({outcome.kind}): they score 0")
         return
-    r.checks = [Item(d["name"], d["points"], d["max_points"], d["passed"], d["message"]) for d in outcome]
+    r.checks = [Result.from_dict(d) for d in outcome]
     hits: dict[tuple[str, str], list[str]] = {}  # (status, what happened) -> names of the checks
     for d in outcome:
         status = CHECK_STATUS.get(d.get("error", ""))
@@ -97,7 +108,7 @@ def _clear_previous_run(out: Path) -> None:
     for name in GENERATED:
         path = out / name
         if path.exists() and not ours:
-            raise ValueError(f"{out} already holds {name} that gpt-lab grade did not write: choose a new --out folder")
+            raise ValueError(f"{out} already holds {name} that gpt-lab-grade did not write: choose a new --out folder")
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
@@ -124,8 +135,13 @@ def _workspaces(submissions: list, course: Course, root: Path) -> tuple[dict[str
 
 
 def grade(lab: str, submissions: str | Path, out: str | Path | None = None, jobs: int = 1, timeout_s: float = 300,
-          memory_mb: int = 4096, name_regex: str | None = None, progress: bool = True) -> list[StudentResult]:
+          memory_mb: int = 4096, name_regex: str | None = None, progress: bool = True,
+          course: str | Path | None = None, unsandboxed: bool = False) -> list[StudentResult]:
     """Grade every submission of `lab` in `submissions`; write grades.csv, feedback/ and distribution.png to `out`.
+
+    `course`: the course folder (solutions/, labs/, nbgrader_config.py; default: the current directory).
+    `unsandboxed`: grade even where bubblewrap cannot run (student code then runs under the audit hook only,
+    and the grade table says "unsandboxed"); without it, a missing bubblewrap raises SandboxUnavailable.
 
     `timeout_s`: time allowed to run one notebook (each cell, and the whole run plus startup), and again (at
     least CHECKS_MIN_S) for all its hidden checks, where one call of a graded function gets at most the lab's
@@ -134,27 +150,39 @@ def grade(lab: str, submissions: str | Path, out: str | Path | None = None, jobs
     """
     lab = resolve_lab(lab)
     spec = LABS[lab]
+    course_dir = find_course(course)
     source = Path(submissions).resolve()
-    out = Path(out).resolve() if out else Path("grading", lab).resolve()
+    out = Path(out).resolve() if out else (course_dir / "grading" / lab)
     if jobs < 1 or timeout_s <= 0 or memory_mb < 256:
         raise ValueError(f"need jobs >= 1, timeout > 0 and memory >= 256 MB (got {jobs}, {timeout_s}, {memory_mb})")
     if source.is_dir() and (out == source or source in out.parents):
         raise ValueError(f"--out {out} is inside the submissions folder {source}: choose another folder")
-    if not spec.notebook.exists():
-        raise FileNotFoundError(f"the source notebook of {lab} is missing: {spec.notebook}")
+    if not spec.notebook(course_dir).exists():
+        raise FileNotFoundError(f"the source notebook of {lab} is missing: {spec.notebook(course_dir)}")
+    problem = bwrap_problem()
+    if problem and not unsandboxed:
+        raise SandboxUnavailable(f"{problem}. Student code must run in a sandbox: install bubblewrap, or pass "
+                                 "--unsandboxed to grade anyway with only the audit hook (the grade table will "
+                                 "say so)")
+    sandboxed = problem is None
     _clear_previous_run(out)
     submissions_found = collect_submissions(source, lab, out / "inbox", name_regex)
     if not submissions_found:
         raise ValueError(f"no notebooks for {lab} found in {source}")
-    course = prepare_course(lab, spec.notebook, spec.release, out / ".grader" / "course")
-    ctx = forkserver_context(["nbgrader.apps", "gpt_lab.grading.grade"])
-    if needs_cache(spec.notebook):
+    course = prepare_course(lab, spec.notebook(course_dir), spec.release(course_dir), out / ".grader" / "course",
+                            course_dir)
+    ctx = forkserver_context(["nbgrader.apps", "gpt_lab_grader.grade"])
+    if needs_cache(spec.notebook(course_dir)):
         warm_s = max(timeout_s, 600)  # building the cache may train the (tiny) course model
-        warm = run_jobs([Job("warm", warm_cache, (spec.notebook, course.root / "cache", warm_s), 3 * warm_s)], ctx=ctx)
+        warm = run_jobs([Job("warm", warm_cache, (spec.notebook(course_dir), course.root / "cache", warm_s),
+                             3 * warm_s)], ctx=ctx)
         if isinstance(warm["warm"], Failure):
             course.warnings.append(f"could not run the solution notebook to warm the cache: {warm['warm'].message}")
     for warning in course.warnings:
-        print(f"gpt-lab grade: warning: {warning}", file=sys.stderr)
+        print(f"gpt-lab-grade: warning: {warning}", file=sys.stderr)
+    if not sandboxed:
+        print(f"gpt-lab-grade: warning: UNSANDBOXED run ({problem}): student code runs with only the audit hook",
+              file=sys.stderr)
     results, workspaces = _workspaces(submissions_found, course, out / "workspace")
 
     notebook_limit, checks_s = timeout_s + STARTUP_S, max(timeout_s, CHECKS_MIN_S)
@@ -162,10 +190,11 @@ def grade(lab: str, submissions: str | Path, out: str | Path | None = None, jobs
     for student, ws in workspaces.items():
         deny = _deny_list(out, source, workspaces, student)
         notebook = str(out / "inbox" / f"{student}.ipynb")  # as submitted (nbgrader's copy gets repaired)
-        job_list.append(Job(("nbgrader", student), autograde, (course, ws, student, timeout_s, memory_mb, deny),
-                            notebook_limit))
+        job_list.append(Job(("nbgrader", student), autograde,
+                            (course, ws, student, timeout_s, memory_mb, deny, sandboxed), notebook_limit))
         job_list.append(Job(("checks", student), hidden_checks,
-                            (lab, notebook, checks_s, memory_mb, deny, str(ws / "checks-tmp")), checks_s + STARTUP_S))
+                            (lab, notebook, checks_s, memory_mb, deny, str(ws / "checks-tmp"), str(course_dir),
+                             sandboxed), checks_s + STARTUP_S))
     bar = tqdm(total=len(results), desc=f"grading {lab}", unit="student", disable=not progress, file=sys.stderr)
     bar.update(len(results) - len(workspaces))
     pending = {student: 2 for student in workspaces}
@@ -188,37 +217,8 @@ def grade(lab: str, submissions: str | Path, out: str | Path | None = None, jobs
     ordered = [results[s] for s in sorted(results)]
     for r in ordered:
         r.hidden_max = spec.hidden_max_points
+        r.sandbox = "bubblewrap" if sandboxed else "unsandboxed"
         write_feedback(r, out / "feedback")
     write_grades_csv(ordered, out / "grades.csv")
     plot_distribution(ordered, out / "distribution.png", lab)
     return ordered
-
-
-def cmd_grade(args) -> int:
-    """The `gpt-lab grade` subcommand."""
-    results = grade(args.lab, args.submissions, args.out, jobs=args.jobs, timeout_s=args.timeout,
-                    memory_mb=args.memory_mb, name_regex=args.name_regex, progress=not args.no_progress)
-    out = Path(args.out).resolve() if args.out else Path("grading", resolve_lab(args.lab)).resolve()
-    width = max(len(r.student) for r in results)
-    for r in results:
-        print(f"{r.student:<{width}}  {r.total:6.2f} / {r.max:g}  {r.status:<8}  {r.message[:100]}")
-    print(f"\ngrades:   {out / 'grades.csv'}\nfeedback: {out / 'feedback'}/<student>.html\n"
-          f"figure:   {out / 'distribution.png'}\nworkspace (autograded notebooks, logs): {out / 'workspace'}")
-    return 0
-
-
-def add_parser(sub) -> None:
-    """Register `grade` on the CLI's subparsers."""
-    p = sub.add_parser("grade", help="grade a folder / nbgrader tree / LMS zip of submitted notebooks")
-    p.add_argument("lab", help="lab id: lab01-attention, lab01, 1 or attention")
-    p.add_argument("submissions", help="folder of <student>.ipynb, nbgrader submitted/ tree, or LMS .zip")
-    p.add_argument("--out", default=None, help="output folder (default: grading/<lab>)")
-    p.add_argument("--jobs", type=int, default=1, help="students graded in parallel (default 1)")
-    p.add_argument("--timeout", type=float, default=300,
-                   help="seconds to run one notebook (per cell and in all), and again, at least "
-                        f"{CHECKS_MIN_S}, for its hidden checks (default 300)")
-    p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of student code (default 4096)")
-    p.add_argument("--name-regex", default=None,
-                   help="nbgrader named_regexp with (?P<student_id>...) for LMS file names in a zip")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_grade)

@@ -1,13 +1,17 @@
-"""The Jupyter kernel that runs a submission during `nbgrader autograde`: ipykernel under the same guard as
-the hidden-check sandbox (audit hook, address-space limit), with its printed output capped.
+"""The Jupyter kernel that runs a submission during `nbgrader autograde`: ipykernel inside the sandbox
+(`confine.py`: bubblewrap, limits, the audit hook), with its printed output capped.
 
-    python -m gpt_lab.grading.kernel -f CONNECTION_FILE    (the argv of the `gpt-lab-guarded` kernelspec)
+    python -m gpt_lab_grader.kernel --launch -f CONNECTION_FILE   (the argv of the `gpt-lab-guarded` kernelspec)
 
-The grader sets $GPT_LAB_KERNEL_GUARD (JSON: memory_mb, output_bytes, deny, log). The kernel imports torch
-and starts ipykernel (sockets, connection file) first, then limits itself and arms the hook, so the first
-line of student code already runs guarded. Every denied operation is appended to the `log` file, which the
-grader reads afterwards (the student's code may catch the PermissionError; the log still says what it tried).
-The kernel also dies with the process that started it, so a killed grading job leaves no kernel behind.
+The grader sets $GPT_LAB_KERNEL_GUARD (JSON: memory_mb, output_bytes, cpu_s, processes, deny, log, home,
+runtime, sandboxed). `--launch` runs outside the sandbox (trusted): it opens the guard log, gives the
+student's folders to the sandbox's user, limits itself (CPU time, file size, death with the grader) and
+executes bubblewrap, which runs this module again without `--launch`, now inside. There the kernel imports
+torch and starts ipykernel first (its sockets are Unix sockets in the runtime folder: the sandbox has no
+network, so TCP on localhost would not reach it), then limits its address space and processes and arms the
+audit hook, so the first line of student code already runs confined. Every denied operation is appended
+to the guard log (an inherited file descriptor: the file itself is not mounted), which the grader reads
+afterwards (the student's code may catch the PermissionError; the log still says what it tried).
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from gpt_lab_grader.confine import Confinement, Limits, preexec_limits
 
 KERNEL_NAME = "gpt-lab-guarded"
 ENV = "GPT_LAB_KERNEL_GUARD"
@@ -24,22 +30,35 @@ def write_kernelspec(folder: str | Path) -> Path:
     """Write `folder/kernels/gpt-lab-guarded/kernel.json`; put `folder` on $JUPYTER_PATH to use it."""
     spec_dir = Path(folder) / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [sys.executable, "-m", "gpt_lab.grading.kernel", "-f", "{connection_file}"],
+    spec = {"argv": [sys.executable, "-m", "gpt_lab_grader.kernel", "--launch", "-f", "{connection_file}"],
             "display_name": "Python 3 (gpt-lab grading)", "language": "python",
-            "env": {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+            "env": {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                    "PYTHONDONTWRITEBYTECODE": "1"}}
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     return spec_dir
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this kernel when the grading process that launched it dies."""
-    try:
-        import ctypes
-        import signal
+def _limits(settings: dict) -> Limits:
+    return Limits(memory_mb=int(settings.get("memory_mb", 4096)),
+                  output_bytes=int(settings.get("output_bytes", 1_000_000)),
+                  cpu_s=int(settings.get("cpu_s", 900)), processes=int(settings.get("processes", 256)))
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+
+def launch(argv: list[str]) -> None:
+    """Outside the sandbox: open the guard log, prepare the folders, limit this process, exec bubblewrap."""
+    settings = json.loads(os.environ.get(ENV, "{}"))
+    if settings.get("log"):
+        fd = os.open(settings["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.set_inheritable(fd, True)
+        settings["log_fd"] = fd
+    writable = tuple(Path(p) for p in (settings.get("runtime"),) if p)
+    home = Path(settings.get("home") or os.getcwd())
+    confinement = Confinement(home, _limits(settings), writable=writable, sandboxed=settings.get("sandboxed", True))
+    confinement.prepare()
+    os.environ[ENV] = json.dumps(settings)
+    command = confinement.command([sys.executable, "-m", "gpt_lab_grader.kernel", *argv])
+    preexec_limits(confinement.limits)
+    os.execvp(command[0], command)
 
 
 def _cap_output(limit: int) -> None:
@@ -63,13 +82,16 @@ def _cap_output(limit: int) -> None:
 
 
 def main() -> None:
+    """Inside the sandbox: start ipykernel, then limit this process and arm the audit hook."""
+    if sys.argv[1:2] == ["--launch"]:
+        launch(sys.argv[2:])
+        return
     settings = json.loads(os.environ.pop(ENV, "{}"))
-    _die_with_parent()
     import matplotlib.font_manager  # noqa: F401 (reads its font cache; building one would need a subprocess)
     import torch  # and what it loads through ctypes, before the hook forbids ctypes
 
     import gpt_lab.attention, gpt_lab.data, gpt_lab.model, gpt_lab.train  # noqa: F401,E401
-    from gpt_lab.grading.sandbox import apply_limits, install_guard
+    from gpt_lab_grader.confine import apply_limits, install_guard
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -78,13 +100,14 @@ def main() -> None:
     app = IPKernelApp.instance()
     app.initialize(sys.argv[1:])
     _cap_output(int(settings.get("output_bytes", 1_000_000)))
-    log = open(settings["log"], "a", buffering=1) if settings.get("log") else None  # noqa: SIM115 (kept open)
+    log = os.fdopen(settings["log_fd"], "a", buffering=1) if "log_fd" in settings else None
 
     def record(message: str) -> None:
         if log is not None:
             log.write(" ".join(message.split())[:500] + "\n")
 
-    apply_limits(int(settings.get("memory_mb", 4096)))
+    limits = _limits(settings)
+    apply_limits(limits.memory_mb, processes=limits.processes)
     install_guard(settings.get("deny", ()), allow_sockets=True, log=record)
     app.start()
 

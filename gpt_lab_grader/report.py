@@ -12,6 +12,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpt_lab_grader.results import Result
+
 # Most severe first: the row's status is the most severe thing that happened.
 STATUSES = {
     "invalid": "the submission could not be graded (no readable notebook): 0 points",
@@ -26,17 +28,6 @@ MESSAGE_CHARS = 400
 
 
 @dataclass
-class Item:
-    """One graded part: an nbgrader test cell or a hidden check."""
-
-    name: str
-    points: float
-    max_points: float
-    passed: bool
-    message: str = ""
-
-
-@dataclass
 class StudentResult:
     """Everything graded for one student; scores are 0 when the status is invalid or rejected."""
 
@@ -46,8 +37,9 @@ class StudentResult:
     hidden_max: float
     status: str = "ok"
     notes: list[str] = field(default_factory=list)  # why the status is what it is, student-facing
-    cells: list[Item] = field(default_factory=list)
-    checks: list[Item] = field(default_factory=list)
+    cells: list[Result] = field(default_factory=list)
+    checks: list[Result] = field(default_factory=list)
+    sandbox: str = "bubblewrap"  # how the student's code was confined: "bubblewrap" or "unsandboxed"
 
     def flag(self, status: str, note: str) -> None:
         """Raise the status to `status` if that is more severe, and record why."""
@@ -107,7 +99,7 @@ def _csv_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-CSV_COLUMNS = ["student", "lab", "nbgrader_score", "hidden_score", "total", "max", "status", "message"]
+CSV_COLUMNS = ["student", "lab", "nbgrader_score", "hidden_score", "total", "max", "status", "sandbox", "message"]
 
 
 def write_grades_csv(results: list[StudentResult], path: str | Path) -> Path:
@@ -118,7 +110,7 @@ def write_grades_csv(results: list[StudentResult], path: str | Path) -> Path:
         writer.writerow(CSV_COLUMNS)
         for r in sorted(results, key=lambda r: r.student):
             writer.writerow([r.student, r.lab, number(r.nbgrader_score), number(r.hidden_score), number(r.total),
-                             number(r.max), r.status, _csv_cell(r.message)])
+                             number(r.max), r.status, r.sandbox, _csv_cell(r.message)])
     return path
 
 
@@ -134,7 +126,7 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}.pass{color:#1a7f37}.fa
 .status{font-weight:bold}td.pts{white-space:nowrap;text-align:right}"""
 
 
-def _rows(items: list[Item]) -> str:
+def _rows(items: list[Result]) -> str:
     if not items:
         return "<p>Nothing was graded here.</p>"
     rows = []

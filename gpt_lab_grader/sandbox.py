@@ -3,13 +3,15 @@
 The grading process (pytest running the hidden checks) never executes student code. It starts a
 child `python -I` (isolated mode) running `_child_main`, which
 
-- works in a fresh scratch directory that holds only a copy of the notebook (HOME points there too),
+- runs inside bubblewrap (`confine.py`): a read-only system, no network, its own PID namespace, a
+  fresh scratch directory that holds only a copy of the notebook as its one writable folder (HOME
+  points there too), CPU-time, process and file-size limits,
 - runs on the CPU with one thread, under an address-space limit (RLIMIT_AS) and an output cap
   (stdout/stderr go to a file limited by RLIMIT_FSIZE),
-- installs an audit hook (PEP 578, `install_guard`) before any student code runs: opening,
-  listing, linking or renaming anything under the course's `solutions/` and `tests/`, any
-  `gradebook*.db` or the extra `deny` paths is refused, and so are subprocesses, `os.system`,
-  `fork`, `kill`, sockets, `ctypes` and `setrlimit`,
+- installs the audit hook (`confine.install_guard`) before any student code runs: touching the
+  course's `solutions/` and `tests/`, the hidden checks, any `gradebook*.db` or the extra `deny`
+  paths is refused with a clear message, and so are subprocesses, `os.system`, `fork`, `kill`,
+  sockets, `ctypes` and `setrlimit`,
 - executes the notebook's definitions (see `submission.extract_definitions`),
 - wraps gpt_lab's reference implementations of the graded names (the *tripwire*): a call to one
   of them while a student function runs makes that call fail ("calls gpt_lab.x instead of
@@ -19,7 +21,7 @@ Requests and results cross the pipe as `torch.save` bytes and are read with
 `torch.load(weights_only=True)`, and results are type-checked again in the parent: only plain
 tensors, numbers, strings, None and tuples/lists/dicts of them come back, so an object with a
 custom `__eq__` can never pose as a correct answer. The audit hook is defence in depth, not a
-jail: the process limits, the scratch directory and the pipe are what the grader relies on.
+jail: bubblewrap, the process limits and the pipe are what the grader relies on.
 """
 from __future__ import annotations
 
@@ -33,13 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-PROTECTED = (REPO / "solutions", REPO / "tests")
-GRADEBOOK_PATTERN = "gradebook*.db*"
+from gpt_lab_grader.confine import Confinement, GuardError, Limits, apply_limits, install_guard, protected_paths
+
 _HEADER = struct.Struct("<Q")
 MAX_MESSAGE = 512 * 2**20  # a result bigger than this is refused
 
@@ -86,16 +86,6 @@ class ReferenceCall(SandboxError):
 
 ERRORS = {cls.__name__: cls for cls in (SandboxError, MissingDefinition, StudentError, CallTimeout, Crashed,
                                          OutputLimit, ForbiddenOperation, BadResult, ReferenceCall)}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-call wall-clock limit, address-space limit of the child, and the cap on printed output."""
-
-    call_timeout_s: float = 30.0
-    memory_mb: int = 4096
-    output_bytes: int = 1_000_000
-    cpu_s: int = 900  # CPU seconds for the child's whole life: a backstop if it is ever orphaned
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,35 +148,30 @@ def plain(value, where: str = "the result"):
 # Parent side.
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the grading process dies (Linux), never orphaned."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class Sandbox:
     """The student's graded definitions, callable from the grading process.
 
-    `lab` names an entry of `gpt_lab.grading.checks.LABS` (graded names, references for the
+    `lab` names an entry of `gpt_lab_grader.labs.LABS` (graded names, references for the
     tripwire, scenario module, per-call limit). The child starts on first use and is restarted
     after a timeout or crash; a name (or scenario) that timed out or crashed fails at once on
     later calls, so one infinite loop costs one time limit, not one per check.
+
+    `course`: the course folder, whose solutions/ and tests/ the audit hook names (bubblewrap does not
+    mount them at all); `deny`: more paths for the hook; `sandboxed=False` runs without bubblewrap.
     """
 
     def __init__(self, notebook: str | os.PathLike, lab: str, limits: Limits | None = None,
-                 deny: Sequence[str | os.PathLike] = (), deadline: float | None = None):
-        from gpt_lab.grading.checks import LABS, resolve_lab
-        from gpt_lab.grading.submission import read_notebook
+                 deny: Sequence[str | os.PathLike] = (), deadline: float | None = None,
+                 course: str | os.PathLike | None = None, sandboxed: bool = True):
+        from gpt_lab_grader.labs import LABS, resolve_lab
+        from gpt_lab_grader.submission import read_notebook
 
         self.spec = LABS[resolve_lab(lab)]
         self.limits = limits or Limits(call_timeout_s=self.spec.call_timeout_s)
         self.notebook = Path(notebook)
         read_notebook(self.notebook)  # SubmissionError now, not in the child
-        self.deny = [str(Path(p).resolve()) for p in deny]  # on top of PROTECTED (see install_guard)
+        self.deny = [str(Path(p).resolve()) for p in (*protected_paths(course), *deny)]
+        self.sandboxed = sandboxed
         self._dir = Path(tempfile.mkdtemp(prefix="gpt_lab_sandbox_"))
         self._proc: subprocess.Popen | None = None
         self._sticky: dict[str, SandboxError] = {}
@@ -235,12 +220,16 @@ class Sandbox:
         self._output = open(self._dir / f"output{self.starts}.log", "wb")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch), "TMPDIR": str(scratch),
                "CUDA_VISIBLE_DEVICES": "", "GPT_LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "GPT_LAB_PROGRESS": "0", "GPT_LAB_FAST": "1", "LANG": "C.UTF-8"}
+               "GPT_LAB_PROGRESS": "0", "GPT_LAB_FAST": "1", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+               "MPLCONFIGDIR": str(scratch / "matplotlib")}
+        confinement = Confinement(scratch, self.limits, sandboxed=self.sandboxed)
+        confinement.prepare()
+        argv = [sys.executable, "-I", "-u", "-c", f"from gpt_lab_grader.sandbox import _child_main; "
+                f"_child_main({req_r}, {res_w})"]
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-u", "-c", f"from gpt_lab.grading.sandbox import _child_main; "
-             f"_child_main({req_r}, {res_w})"],
-            cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=self._output, stderr=subprocess.STDOUT,
-            pass_fds=(req_r, res_w), start_new_session=True, preexec_fn=_die_with_parent)
+            confinement.command(argv), cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=self._output,
+            stderr=subprocess.STDOUT, pass_fds=(req_r, res_w), start_new_session=True,
+            preexec_fn=confinement.preexec())
         os.close(req_r)
         os.close(res_w)
         self._to_child, self._from_child = req_w, res_r
@@ -248,7 +237,7 @@ class Sandbox:
                 "references": dict(self.spec.references), "forbidden": list(self.spec.forbidden),
                 "scenario_module": self.spec.scenario_module, "deny": self.deny,
                 "memory_mb": int(self.limits.memory_mb), "output_bytes": int(self.limits.output_bytes),
-                "cpu_s": int(self.limits.cpu_s)}
+                "cpu_s": int(self.limits.cpu_s), "processes": int(self.limits.processes)}
         reply = self._request(init, "loading the notebook's definitions", timeout_s=self.limits.call_timeout_s + 30)
         self.found, self.missing = list(reply["found"]), dict(reply["missing"])
 
@@ -363,80 +352,6 @@ class Sandbox:
 # Child side.
 
 
-class GuardError(PermissionError):
-    """Raised inside the guarded process when the audit hook refuses an operation."""
-
-
-PATH_EVENTS = {"open", "os.listdir", "os.scandir", "os.link", "os.symlink", "os.rename", "os.remove", "os.rmdir",
-               "os.truncate", "os.chmod", "os.chown", "os.utime", "os.mkdir", "shutil.copyfile", "shutil.copytree",
-               "shutil.move", "shutil.rmtree", "shutil.unpack_archive", "sqlite3.connect", "sqlite3.connect/handle",
-               "glob.glob", "os.chdir"}
-BLOCKED_EVENTS = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-                  "os.kill", "os.killpg", "signal.pthread_kill", "resource.setrlimit", "resource.prlimit", "pty.spawn",
-                  "os.startfile", "webbrowser.open", "_posixsubprocess.fork_exec"}
-SOCKET_EVENTS = {"socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo",
-                 "ftplib.connect", "http.client.connect", "urllib.Request", "smtplib.connect", "telnetlib.Telnet.open"}
-
-
-def apply_limits(memory_mb: int, fsize_bytes: int | None = None, cpu_s: int | None = None) -> None:
-    """Limit this process: address space (soft = hard, so it cannot be raised again), size of any
-    file it writes (writes past it fail with EFBIG instead of killing the process), CPU seconds; no core dumps."""
-    import resource
-
-    memory = int(memory_mb) * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if fsize_bytes is not None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (int(fsize_bytes), int(fsize_bytes)))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    if cpu_s is not None:
-        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu_s), int(cpu_s) + 5))
-
-
-def install_guard(deny: Sequence[str | os.PathLike] = (), *, allow_sockets: bool = False,
-                  log: Callable[[str], None] | None = None) -> None:
-    """Install the audit hook (PEP 578) that refuses, from now on, in this process:
-
-    - touching (open, list, link, rename, remove, sqlite3.connect, ...) anything under the course's
-      `solutions/` and `tests/`, any `gradebook*.db`, or the paths in `deny`;
-    - subprocesses, os.system, exec/spawn/fork, os.kill, setrlimit, ctypes, and (unless
-      `allow_sockets`) sockets and network clients.
-
-    A refused operation raises `GuardError` (a PermissionError) and calls `log("EVENT DETAIL")`.
-    An audit hook cannot be removed: call this once, after the imports the process itself needs.
-    """
-    import fnmatch
-
-    roots = [os.path.realpath(p) for p in (*PROTECTED, *deny)]
-    blocked = BLOCKED_EVENTS | (set() if allow_sockets else SOCKET_EVENTS)
-
-    def denied(path) -> bool:
-        if isinstance(path, int):
-            return False
-        try:
-            full = os.path.realpath(os.fsdecode(path))
-        except (TypeError, ValueError):
-            return False
-        if fnmatch.fnmatch(os.path.basename(full), GRADEBOOK_PATTERN):
-            return True
-        return any(full == root or full.startswith(root + os.sep) for root in roots)
-
-    def refuse(detail: str) -> None:
-        if log is not None:
-            log(detail)
-        raise GuardError(f"the grader does not allow {detail}")
-
-    def hook(event: str, args: tuple) -> None:
-        if event in PATH_EVENTS:
-            for arg in args[:2]:
-                if isinstance(arg, (str, bytes, os.PathLike)) and denied(arg):
-                    refuse(f"{event} {os.fsdecode(arg)}")
-        elif event in blocked or event.startswith("ctypes."):
-            refuse(event)
-
-    sys.addaudithook(hook)
-
-
 class _State:
     def __init__(self):
         self.active: list[str] = []      # graded functions running now (innermost last)
@@ -456,8 +371,8 @@ def _child_main(fd_in: int, fd_out: int) -> None:
     import torch
 
     import gpt_lab.attention, gpt_lab.data, gpt_lab.model, gpt_lab.train  # noqa: F401,E401
-    from gpt_lab.grading import scenarios as scenario_registry
-    from gpt_lab.grading.submission import extract_definitions
+    from gpt_lab_grader.labs import scenarios as scenario_registry
+    from gpt_lab_grader.submission import extract_definitions
 
     torch.set_num_threads(1)
     state = _State()
@@ -529,7 +444,7 @@ def _child_main(fd_in: int, fd_out: int) -> None:
 
     # -- limits, then the guard: no student code has run yet
 
-    apply_limits(init["memory_mb"], init["output_bytes"], init["cpu_s"])
+    apply_limits(init["memory_mb"], init["output_bytes"], init["cpu_s"], init["processes"])
     install_guard(init["deny"], log=state.violations.append)
 
     names = list(init["names"])

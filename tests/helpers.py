@@ -1,7 +1,7 @@
 """Small builders shared by the test modules (tests/ is on sys.path under pytest's default import mode)."""
 import torch
 
-from gpt_lab.grading.scenarios import tiny_gpt
+from gpt_lab_grader.labs.scenarios import tiny_gpt
 from gpt_lab.model import GPT
 
 

@@ -3,11 +3,12 @@
 A check module sets `LAB = "lab01-attention"` and asks for the `student` fixture:
 `student.causal_mask(5)` runs the notebook's `causal_mask` in the sandbox (a separate, limited
 process) and returns plain tensors/numbers; `student.scenario("name", **kwargs)` runs a scenario
-of `gpt_lab.grading.scenarios` with the student's definitions plugged in.
+of the lab's `scenarios.py` with the student's definitions plugged in. `gpt_lab_grader.checks` loads
+this module as a pytest plugin (`-p gpt_lab_grader.labs.adapters`), so the fixture reaches every check.
 
-Which notebook: $GPT_LAB_SUBMISSION, else the lab's solution notebook. Limits come from
-$GPT_LAB_CALL_TIMEOUT, $GPT_LAB_MEMORY_MB, $GPT_LAB_DEADLINE and $GPT_LAB_DENY (set by
-`gpt_lab.grading.checks.run_checks`).
+Which notebook: $GPT_LAB_SUBMISSION, else the lab's solution notebook in $GPT_LAB_COURSE (default: the
+current directory). Limits come from $GPT_LAB_CALL_TIMEOUT, $GPT_LAB_MEMORY_MB, $GPT_LAB_DEADLINE,
+$GPT_LAB_DENY and $GPT_LAB_SANDBOXED (set by `gpt_lab_grader.checks.run_checks`).
 
 Also here: type-strict comparison helpers whose messages never print the expected values.
 """
@@ -19,8 +20,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gpt_lab.grading.checks import LABS
-from gpt_lab.grading.sandbox import Limits, Sandbox, StudentError
+from gpt_lab_grader.labs import LABS
+from gpt_lab_grader.sandbox import Limits, Sandbox, StudentError
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "points(n): points a hidden lab check is worth")
 
 
 class Student:
@@ -44,13 +49,16 @@ class Student:
 
 
 def open_sandbox(lab: str) -> Sandbox:
+    """The sandbox of `lab` for the notebook and limits the environment names (see above)."""
     spec = LABS[lab]
-    notebook = os.environ.get("GPT_LAB_SUBMISSION") or spec.notebook
+    course = os.environ.get("GPT_LAB_COURSE") or os.getcwd()
+    notebook = os.environ.get("GPT_LAB_SUBMISSION") or spec.notebook(course)
     limits = Limits(call_timeout_s=float(os.environ.get("GPT_LAB_CALL_TIMEOUT", spec.call_timeout_s)),
                     memory_mb=int(os.environ.get("GPT_LAB_MEMORY_MB", 4096)))
     deny = [p for p in os.environ.get("GPT_LAB_DENY", "").split(os.pathsep) if p]
     deadline = float(os.environ["GPT_LAB_DEADLINE"]) if os.environ.get("GPT_LAB_DEADLINE") else None
-    return Sandbox(notebook, lab, limits, deny=deny, deadline=deadline)
+    return Sandbox(notebook, lab, limits, deny=deny, deadline=deadline, course=course,
+                   sandboxed=os.environ.get("GPT_LAB_SANDBOXED", "1") != "0")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from gpt_lab.grading.collect import collect_submissions, safe_student_id
+from gpt_lab_grader.collect import collect_submissions, safe_student_id
 
 LAB = "lab01-attention"
 
@@ -85,7 +85,7 @@ def test_ambiguous_oversized_and_linked_submissions_get_an_error_row(tmp_path, m
                 f"erin/notes.ipynb": nb("n"), f"erin/{LAB}.ipynb": nb("e"),
                 "frank.ipynb": nb("f"), "secret.txt": b"instructor only"})
     os.symlink(tmp_path / "subs" / "secret.txt", src / "mallory.ipynb")
-    monkeypatch.setattr("gpt_lab.grading.collect.MAX_NOTEBOOK_BYTES", 200)
+    monkeypatch.setattr("gpt_lab_grader.collect.MAX_NOTEBOOK_BYTES", 200)
     write(src, {"frank.ipynb": b"{" + b" " * 300 + b"}"})
     subs = {s.student: s for s in collect_submissions(src, LAB, tmp_path / "inbox")}
     assert sorted(subs) == ["dave", "erin", "frank", "mallory"]

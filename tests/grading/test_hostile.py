@@ -1,4 +1,4 @@
-"""The hostile-submission suite: `gpt-lab grade` on one LMS zip of lab 1 submissions, most of them hostile.
+"""The hostile-submission suite: `gpt-lab-grade` on one LMS zip of lab 1 submissions, most of them hostile.
 
 Every notebook is built from the released lab notebook (labs/) by filling its cells, the way a student
 would. The whole batch is graded once (`--jobs 2`, short time limit), then each row is checked: graded
@@ -16,8 +16,9 @@ import zipfile
 import nbformat
 import pytest
 
-from gpt_lab.grading.checks import LABS, collect_checks
-from gpt_lab.grading.report import read_grades_csv
+from grader import LABS, REPO, collect_checks, nbgrader_max_points, release, solution
+
+from gpt_lab_grader.report import read_grades_csv
 
 LAB = "lab01-attention"
 SPEC = LABS[LAB]
@@ -45,11 +46,12 @@ MHA = '''def multi_head_attention(x, c_attn_weight, c_attn_bias, c_proj_weight, 
     y = merge_heads(y) @ c_proj_weight.T
     return (y if c_proj_bias is None else y + c_proj_bias), weights'''
 CORRECT = {"sdpa": SDPA, "heads": SPLIT + "\n\n\n" + MERGE, "mha": MHA}
-REPO = SPEC.notebook.parents[2]
+SOLUTION = solution(LAB)
+NBGRADER_MAX = nbgrader_max_points(LAB)
 
 
 def released():
-    return nbformat.read(SPEC.release, as_version=4)
+    return nbformat.read(release(LAB), as_version=4)
 
 
 def fill(nb=None, **cells):
@@ -126,12 +128,12 @@ def scaled_dot_product_attention(q, k, v, mask=None):
 
     check_file = SPEC.check_file
     snoop_fn = SDPA.replace("    scores =", f"""    try:
-        open({str(SPEC.notebook)!r}).read()
+        open({str(SOLUTION)!r}).read()
     except Exception:
         pass
     scores =""", 1)
     nbs["snoop"] = with_cell(fill(**{**CORRECT, "sdpa": snoop_fn}), "sdpa", f"""import glob
-for path in [{str(check_file)!r}, {str(SPEC.notebook)!r},  # the hidden checks, the solutions,
+for path in [{str(check_file)!r}, {str(SOLUTION)!r},  # the hidden checks, the solutions,
              "../autograded/snoop/{LAB}/{LAB}.ipynb",  # its own notebook with the hidden tests put back
              "../../correct/submitted/correct/{LAB}/{LAB}.ipynb"]:  # another student's notebook
     try:
@@ -177,7 +179,7 @@ def batch(tmp_path_factory):
             data = nb if isinstance(nb, bytes) else nbformat.writes(nb).encode()
             z.writestr(f"{student}_{1000 + i}_{5000 + i}_{LAB}.ipynb", data)
     out = root / "out"
-    proc = subprocess.run([sys.executable, "-m", "gpt_lab.cli", "grade", LAB, str(archive), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "gpt_lab_grader", LAB, str(archive), "--course", str(REPO), "--out", str(out),
                            "--jobs", "2", "--timeout", str(TIMEOUT_S), "--memory-mb", str(MEMORY_MB), "--no-progress"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -216,13 +218,13 @@ def score(batch, student):
 def test_every_student_has_a_row(batch):
     table, out, _ = batch
     assert sorted(table) == sorted(hostile_notebooks())
-    full = SPEC.nbgrader_max_points + SPEC.hidden_max_points
+    full = NBGRADER_MAX + SPEC.hidden_max_points
     assert {r["max"] for r in table.values()} == {f"{full:g}"}
     assert (out / "distribution.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_correct_and_blank(batch):
-    assert score(batch, "correct") == (SPEC.nbgrader_max_points, SPEC.hidden_max_points, "ok")
+    assert score(batch, "correct") == (NBGRADER_MAX, SPEC.hidden_max_points, "ok")
     assert row(batch, "correct")["message"] == "all tests and checks passed"
     assert score(batch, "blank") == (0, 0, "ok")
 
@@ -305,7 +307,7 @@ def test_reading_tests_or_solutions_is_rejected(batch):
     assert (r["status"], r["total"]) == ("rejected", "0")
     assert "(denied)" in r["message"]
     page = feedback(batch[1], "snoop")  # lists every denied attempt
-    for target in ("check_lab01_attention.py", "solutions/lab01-attention", "autograded/snoop", "correct/submitted"):
+    for target in ("lab01_attention/checks.py", "solutions/lab01-attention", "autograded/snoop", "correct/submitted"):
         assert target in page
     assert "BEGIN SOLUTION" not in page and "def test_" not in page
 
@@ -313,7 +315,7 @@ def test_reading_tests_or_solutions_is_rejected(batch):
 def test_writing_the_gradebook_is_rejected(batch):
     r = row(batch, "gradebook")
     assert (r["status"], r["total"]) == ("rejected", "0") and "gradebook" in r["message"]
-    assert score(batch, "correct")[:2] == (SPEC.nbgrader_max_points, SPEC.hidden_max_points)
+    assert score(batch, "correct")[:2] == (NBGRADER_MAX, SPEC.hidden_max_points)
 
 
 def test_os_exit_kills_only_its_own_kernel(batch):
@@ -325,7 +327,7 @@ def test_os_exit_kills_only_its_own_kernel(batch):
 
 
 def test_output_flood_is_capped_and_sys_exit_fails_one_cell(batch):
-    assert score(batch, "flood") == (SPEC.nbgrader_max_points, SPEC.hidden_max_points, "ok")
+    assert score(batch, "flood") == (NBGRADER_MAX, SPEC.hidden_max_points, "ok")
     assert "printed more than" in row(batch, "flood")["message"]
     executed = batch[1] / "workspace" / "flood" / "autograded" / "flood" / LAB / f"{LAB}.ipynb"
     assert executed.stat().st_size < 5_000_000
@@ -342,7 +344,7 @@ def test_calling_the_reference_is_rejected(batch):
 
 def _secret_lines():
     """Lines of hidden tests and reference answers (from solutions/) and of the check file's code."""
-    source = nbformat.read(SPEC.notebook, as_version=4)
+    source = nbformat.read(SOLUTION, as_version=4)
     lines = []
     for cell in source.cells:
         for block in re.findall(r"### BEGIN (?:HIDDEN TESTS|SOLUTION)\n(.*?)### END", cell.source, re.S):
@@ -371,7 +373,7 @@ def test_others_are_unaffected_and_regrading_is_identical(batch, tmp_path):
         for info in src.infolist():
             if info.filename.startswith("partial_"):
                 dst.writestr(info, src.read(info))
-    proc = subprocess.run([sys.executable, "-m", "gpt_lab.cli", "grade", LAB, str(alone), "--out",
+    proc = subprocess.run([sys.executable, "-m", "gpt_lab_grader", LAB, str(alone), "--course", str(REPO), "--out",
                            str(tmp_path / "out"), "--jobs", "2", "--timeout", str(TIMEOUT_S), "--memory-mb", str(MEMORY_MB),
                            "--no-progress"],
                           capture_output=True, text=True, timeout=600)

@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-from gpt_lab.grading.pool import Failure, Job, run_jobs
+from gpt_lab_grader.pool import Failure, Job, run_jobs
 
 
 def test_results_and_failures_are_isolated(tmp_path):

@@ -1,15 +1,16 @@
 """Grade rows, feedback pages and the distribution figure, from hand-made results."""
 import pytest
 
-from gpt_lab.grading.report import (Item, StudentResult, feedback_html, plot_distribution, read_grades_csv,
+from gpt_lab_grader.report import (StudentResult, feedback_html, plot_distribution, read_grades_csv,
                                     write_feedback, write_grades_csv)
+from gpt_lab_grader.results import Result
 
 
 def result(student, cells=(3, 0), checks=(1, 1, 0), status_notes=()):
     r = StudentResult(student, "lab01-attention", nbgrader_max=5.0, hidden_max=3.0)
-    r.cells = [Item("test-sdpa", cells[0], 3, cells[0] == 3, "" if cells[0] == 3 else "AssertionError: wrong axes"),
-               Item("test-heads", cells[1], 2, cells[1] == 2, "" if cells[1] == 2 else "NotImplementedError")]
-    r.checks = [Item(f"test_check_{i}", p, 1, p == 1, "" if p else f"check {i} failed <b>badly</b>")
+    r.cells = [Result("test-sdpa", cells[0], 3, cells[0] == 3, "" if cells[0] == 3 else "AssertionError: wrong axes"),
+               Result("test-heads", cells[1], 2, cells[1] == 2, "" if cells[1] == 2 else "NotImplementedError")]
+    r.checks = [Result(f"test_check_{i}", p, 1, p == 1, "" if p else f"check {i} failed <b>badly</b>")
                 for i, p in enumerate(checks)]
     for status, note in status_notes:
         r.flag(status, note)
@@ -38,8 +39,8 @@ def test_grades_csv_is_sorted_formatted_and_formula_safe(tmp_path):
     rows[1].student = "=cmd|calc"  # ids are sanitised by collect; messages are not under our control
     path = write_grades_csv(rows, tmp_path / "grades.csv")
     lines = path.read_text().splitlines()
-    assert lines[0] == "student,lab,nbgrader_score,hidden_score,total,max,status,message"
-    assert lines[2] == "amy,lab01-attention,3,2,5,8,ok,notebook tests failed: test-heads; 1 of 3 hidden checks failed"
+    assert lines[0] == "student,lab,nbgrader_score,hidden_score,total,max,status,sandbox,message"
+    assert lines[2] == "amy,lab01-attention,3,2,5,8,ok,bubblewrap,notebook tests failed: test-heads; 1 of 3 hidden checks failed"
     table = read_grades_csv(path)
     assert list(table) == ["=cmd|calc", "amy", "zed"]
     assert table["zed"]["total"] == "8" and table["zed"]["message"] == "all tests and checks passed"

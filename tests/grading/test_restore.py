@@ -1,7 +1,7 @@
 """Putting back deleted or renamed nbgrader cells before autograde (nbgrader's own option crashes on these)."""
 import nbformat
 
-from gpt_lab.grading.autograde import restore_missing_cells
+from gpt_lab_grader.autograde import restore_missing_cells
 
 
 def cell(grade_id, source, kind="code", **flags):

@@ -1,2 +1,2 @@
-"""Hidden lab checks (check_*.py, run by `gpt_lab.grading.checks.run_checks`) and the machinery tests."""
-from adapters import student  # noqa: F401  (the fixture every check uses)
+"""Tests of the labs in both forms and of the grader's machinery (the hidden checks themselves live in
+gpt_lab_grader/labs/<lab>/checks.py and are reached through tests/grader.py)."""

@@ -3,8 +3,9 @@ import importlib
 
 import pytest
 
-from gpt_lab.grading.checks import LABS, CheckResult, collect_checks, resolve_lab, run_checks
-from gpt_lab.grading.submission import SubmissionError
+from grader import LABS, Result, collect_checks, nbgrader_max_points, resolve_lab, run_checks
+
+from gpt_lab_grader.submission import SubmissionError
 
 
 @pytest.mark.parametrize("name", ["lab01-attention", "lab01", "1", "01", "attention", "lab01-attention/"])
@@ -43,10 +44,11 @@ def test_collect_checks_and_points():
     names = [name for name, _ in checks]
     assert "test_padded_batch_inside_gpt[left]" in names and len(names) == len(set(names))
     assert LABS["lab02-masking"].hidden_max_points == sum(points for _, points in checks) > len(checks)
-    assert LABS["lab02-masking"].nbgrader_max_points == 10
+    assert nbgrader_max_points("lab02-masking") == 10
 
 
-def test_check_result_is_json_friendly():
-    result = CheckResult("test_x", 0.0, 2.0, False, "wrong", "StudentError")
+def test_result_is_json_friendly():
+    result = Result("test_x", 0.0, 2.0, False, "wrong", "StudentError")
     assert result.to_dict() == {"name": "test_x", "points": 0.0, "max_points": 2.0, "passed": False,
                                 "message": "wrong", "error": "StudentError"}
+    assert Result.from_dict(result.to_dict()) == result

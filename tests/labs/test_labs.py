@@ -2,7 +2,7 @@
 every hidden check passes on the solutions and fails on the released stubs; nbgrader's own
 autograde gives a solution full marks and a stub zero.
 
-Covers every lab registered in `gpt_lab.grading.checks.LABS` that has a solution notebook.
+Covers every lab registered in `gpt_lab_grader.labs.LABS` that has a solution notebook.
 (`pytest --nbval-lax solutions` runs the solution notebooks themselves: see the Makefile's test target.)
 """
 import json
@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 
-from gpt_lab.grading.checks import LABS, REPO, run_checks
+from grader import LABS, REPO, nbgrader_max_points, release, run_checks, solution
 
-LAB_IDS = [lab for lab, spec in LABS.items() if spec.notebook.exists()]
+LAB_IDS = [lab for lab in LABS if solution(lab).exists()]
 MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 
 
@@ -63,9 +63,8 @@ def test_labs_folder_is_nbgrader_release_of_solutions(course, lab):
 
 @pytest.mark.parametrize("lab", LAB_IDS)
 def test_release_has_no_answers_hidden_tests_or_outputs(lab):
-    spec = LABS[lab]
-    released = cells(spec.release)
-    answers = {cell["id"]: source(cell) for cell in cells(spec.notebook)
+    released = cells(release(lab))
+    answers = {cell["id"]: source(cell) for cell in cells(solution(lab))
                if cell.get("metadata", {}).get("nbgrader", {}).get("solution")}
     assert answers, f"{lab} has no graded solution cells"
     for cell in released:
@@ -75,16 +74,16 @@ def test_release_has_no_answers_hidden_tests_or_outputs(lab):
             assert cell["outputs"] == [] and cell["execution_count"] is None, f"{lab}: outputs were released"
         if cell["id"] in answers:
             assert "raise NotImplementedError()" in text
-            solution = re.search(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", answers[cell["id"]], re.S)
-            answer_lines = [line.strip() for line in solution.group(1).splitlines() if len(line.strip()) > 12]
+            answer = re.search(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", answers[cell["id"]], re.S)
+            answer_lines = [line.strip() for line in answer.group(1).splitlines() if len(line.strip()) > 12]
             assert not any(line in text for line in answer_lines), f"{lab}: answer code in cell {cell['id']}"
-    hidden = sum("### BEGIN HIDDEN TESTS" in source(c) for c in cells(spec.notebook))
+    hidden = sum("### BEGIN HIDDEN TESTS" in source(c) for c in cells(solution(lab)))
     assert hidden > 0, f"{lab}: the source has no hidden tests"
 
 
 @pytest.mark.parametrize("lab", LAB_IDS)
 def test_hidden_checks_pass_on_the_solution(lab):
-    results = run_checks(lab, LABS[lab].notebook, timeout_s=300)
+    results = run_checks(lab, solution(lab), timeout_s=300)
     assert len(results) >= 8
     failed = [f"{r.name}: {r.message}" for r in results if not r.passed]
     assert not failed, "\n".join(failed)
@@ -93,7 +92,7 @@ def test_hidden_checks_pass_on_the_solution(lab):
 
 @pytest.mark.parametrize("lab", LAB_IDS)
 def test_every_hidden_check_fails_on_the_released_stub(lab):
-    results = run_checks(lab, LABS[lab].release, timeout_s=300)
+    results = run_checks(lab, release(lab), timeout_s=300)
     passed = [r.name for r in results if r.passed]
     assert not passed, f"checks that pass on the empty stubs (they test nothing): {passed}"
     assert all(r.points == 0 and r.message for r in results)
@@ -106,14 +105,14 @@ def test_nbgrader_autograde_full_marks_for_solution_zero_for_stub(course, lab):
     from nbgrader.api import Gradebook
 
     root, api = course
-    for student, notebook in (("solution", LABS[lab].notebook), ("stub", LABS[lab].release)):
+    for student, notebook in (("solution", solution(lab)), ("stub", release(lab))):
         target = root / "submitted" / student / lab
         target.mkdir(parents=True)
         shutil.copyfile(notebook, target / f"{lab}.ipynb")
         result = api.autograde(lab, student, force=True, create=True)
         assert result["success"], result.get("error") or result.get("log")
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course_id="gpt-from-scratch") as gb:
-        solution, stub = gb.find_submission(lab, "solution"), gb.find_submission(lab, "stub")
-        assert solution.max_score == LABS[lab].nbgrader_max_points > 0
-        assert solution.score == solution.max_score, f"the solution scores {solution.score}/{solution.max_score}"
+        full, stub = gb.find_submission(lab, "solution"), gb.find_submission(lab, "stub")
+        assert full.max_score == nbgrader_max_points(lab) > 0
+        assert full.score == full.max_score, f"the solution scores {full.score}/{full.max_score}"
         assert stub.score == 0

@@ -5,7 +5,9 @@ import time
 import pytest
 import torch
 
-from gpt_lab.grading.sandbox import (REPO, BadResult, CallTimeout, Crashed, ForbiddenOperation, Limits,
+from grader import LABS, REPO
+
+from gpt_lab_grader.sandbox import (BadResult, CallTimeout, Crashed, ForbiddenOperation, Limits,
                                      MissingDefinition, OutputLimit, ReferenceCall, Sandbox, StudentError)
 
 HOSTILE_ATTENTION = '''
@@ -23,7 +25,7 @@ def split_heads(x, n_head):
     return x.as_subclass(Liar)
 
 def merge_heads(x):
-    return open("{tests}/labs/check_lab01_attention.py").read()
+    return open("{checks}").read()
 
 def multi_head_attention(x, *args):
     while True:
@@ -62,14 +64,14 @@ def write_notebook(path, *sources):
 
 def test_hostile_attention_lab(tmp_path):
     nb = write_notebook(tmp_path / "a.ipynb", "print('top-level code is skipped'); import sys; sys.exit(1)",
-                        HOSTILE_ATTENTION.format(tests=REPO / "tests"))
+                        HOSTILE_ATTENTION.format(checks=LABS["lab01-attention"].check_file))
     x = torch.randn(2, 3, 4)
-    with Sandbox(nb, "lab01-attention", Limits(call_timeout_s=3, memory_mb=3000)) as sandbox:
+    with Sandbox(nb, "lab01-attention", Limits(call_timeout_s=3, memory_mb=3000), course=REPO) as sandbox:
         with pytest.raises(ReferenceCall, match="calls gpt_lab.attention.scaled_dot_product_attention"):
             sandbox.call("scaled_dot_product_attention", x, x, x)
         with pytest.raises(BadResult, match="subclass of torch.Tensor"):
             sandbox.call("split_heads", x, 2)
-        with pytest.raises(ForbiddenOperation, match="open .*check_lab01_attention.py"):
+        with pytest.raises(ForbiddenOperation, match="open .*lab01_attention/checks.py"):
             sandbox.call("merge_heads", x)
         with pytest.raises(CallTimeout, match="did not finish within 3 s"):
             sandbox.call("multi_head_attention", x)
@@ -84,7 +86,8 @@ def test_hostile_attention_lab(tmp_path):
 
 def test_hostile_masking_lab(tmp_path):
     nb = write_notebook(tmp_path / "b.ipynb", HOSTILE_MASKS)
-    with Sandbox(nb, "lab02-masking", Limits(call_timeout_s=20, memory_mb=2000, output_bytes=100_000)) as sandbox:
+    limits = Limits(call_timeout_s=20, memory_mb=2000, output_bytes=100_000)
+    with Sandbox(nb, "lab02-masking", limits, course=REPO) as sandbox:
         with pytest.raises(OutputLimit, match="printed more than 100000 bytes"):
             sandbox.call("padding_mask", torch.ones(2, 3))
         with pytest.raises(ForbiddenOperation, match="subprocess.Popen"):
@@ -101,13 +104,13 @@ def test_missing_and_broken_definitions(tmp_path):
                         "def shift_labels(labels, ignore_index=-100):\n    return labels.flip(-1)",
                         "def lm_loss(logits, targets, ignore_index=-100):\n    return undefined_global",
                         "def train_step(model, optimizer, x, y):\n    return 1.0\ntrain_step = train_step(1, 2, 3, 4)")
-    with Sandbox(nb, "lab03-teacher-forcing", Limits(call_timeout_s=20)) as sandbox:
+    with Sandbox(nb, "lab03-teacher-forcing", Limits(call_timeout_s=20), course=REPO) as sandbox:
         got = sandbox.call("shift_labels", torch.tensor([[1, 2, 3]]))
         assert type(got) is torch.Tensor and got.tolist() == [[3, 2, 1]]
         with pytest.raises(StudentError, match="NameError.*only your imports"):
             sandbox.call("lm_loss", torch.zeros(1, 1, 2), torch.zeros(1, 1, dtype=torch.long))
         assert sandbox.found == ["shift_labels", "lm_loss", "train_step"]  # the re-binding call was skipped
     nb = write_notebook(tmp_path / "d.ipynb", "def shift_labels_renamed(labels):\n    return labels")
-    with Sandbox(nb, "lab03-teacher-forcing", Limits(call_timeout_s=20)) as sandbox:
+    with Sandbox(nb, "lab03-teacher-forcing", Limits(call_timeout_s=20), course=REPO) as sandbox:
         with pytest.raises(MissingDefinition, match="`shift_labels` is not defined in the notebook"):
             sandbox.call("shift_labels", torch.tensor([[1]]))

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from gpt_lab.grading.submission import SubmissionError, extract_definitions, read_notebook, strip_magics
+from gpt_lab_grader.submission import SubmissionError, extract_definitions, read_notebook, strip_magics
 
 
 def notebook(*cells: str, markdown: str = "# Lab") -> dict:

@@ -1,14 +1,14 @@
 """Hidden checks of lab 1 (attention), against gpt_lab's references on seeded random inputs.
 
-Run by `gpt_lab.grading.checks.run_checks("lab01-attention", notebook)`; the student's code is
-reached only through the `student` fixture (tests/labs/adapters.py).
+Run by `gpt_lab_grader.checks.run_checks("lab01-attention", notebook)`; the student's code is
+reached only through the `student` fixture (gpt_lab_grader/labs/adapters.py).
 """
 import pytest
 import torch
 
-from adapters import assert_tensor, expect_tuple, namespace
+from gpt_lab_grader.labs.adapters import assert_tensor, expect_tuple, namespace
 from gpt_lab.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
-from gpt_lab.grading import scenarios
+from gpt_lab_grader.labs.lab01_attention import scenarios
 
 LAB = "lab01-attention"
 

@@ -1,15 +1,15 @@
 """Hidden checks of lab 2 (masking), against gpt_lab's references.
 
-Run by `gpt_lab.grading.checks.run_checks("lab02-masking", notebook)`; the student's code is
-reached only through the `student` fixture (tests/labs/adapters.py).
+Run by `gpt_lab_grader.checks.run_checks("lab02-masking", notebook)`; the student's code is
+reached only through the `student` fixture (gpt_lab_grader/labs/adapters.py).
 """
 import pytest
 import torch
 
-from adapters import assert_tensor, expect_tuple, expect_value_error, namespace
+from gpt_lab_grader.labs.adapters import assert_tensor, expect_tuple, expect_value_error, namespace
 from gpt_lab.attention import causal_mask, combined_mask, padding_mask
 from gpt_lab.data import collate
-from gpt_lab.grading import scenarios
+from gpt_lab_grader.labs.lab02_masking import scenarios
 
 LAB = "lab02-masking"
 REFERENCE = namespace(causal_mask=causal_mask, padding_mask=padding_mask, combined_mask=combined_mask,

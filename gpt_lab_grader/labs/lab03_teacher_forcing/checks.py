@@ -1,15 +1,15 @@
 """Hidden checks of lab 3 (teacher forcing), against gpt_lab's references.
 
-Run by `gpt_lab.grading.checks.run_checks("lab03-teacher-forcing", notebook)`; the student's
-code is reached only through the `student` fixture (tests/labs/adapters.py).
+Run by `gpt_lab_grader.checks.run_checks("lab03-teacher-forcing", notebook)`; the student's
+code is reached only through the `student` fixture (gpt_lab_grader/labs/adapters.py).
 """
 import pytest
 import torch
 
-from adapters import assert_number, assert_tensor, expect_tuple, namespace
-from gpt_lab.grading import scenarios
-from gpt_lab.grading.sandbox import StudentError
-from gpt_lab.train import IGNORE_INDEX, lm_loss, shift_labels
+from gpt_lab_grader.labs.adapters import assert_number, assert_tensor, expect_tuple, namespace
+from gpt_lab_grader.labs.lab03_teacher_forcing import scenarios
+from gpt_lab_grader.sandbox import StudentError
+from gpt_lab.loss import IGNORE_INDEX, lm_loss, shift_labels
 
 LAB = "lab03-teacher-forcing"
 

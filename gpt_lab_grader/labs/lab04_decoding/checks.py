@@ -1,7 +1,7 @@
 """Hidden checks of lab 4 (decoding), against gpt_lab.decoding on seeded inputs and tiny models.
 
-Run by `gpt_lab.grading.checks.run_checks("lab04-decoding", notebook)`; the student's code is
-reached only through the `student` fixture (tests/labs/adapters.py).
+Run by `gpt_lab_grader.checks.run_checks("lab04-decoding", notebook)`; the student's code is
+reached only through the `student` fixture (gpt_lab_grader/labs/adapters.py).
 """
 import itertools
 import math
@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from adapters import assert_tensor, expect_tuple, expect_value_error, namespace
+from gpt_lab_grader.labs.adapters import assert_tensor, expect_tuple, expect_value_error, namespace
 from gpt_lab import decoding
-from gpt_lab.grading import scenarios_part2 as scenarios
+from gpt_lab_grader.labs.lab04_decoding import scenarios
 
 LAB = "lab04-decoding"
 REFERENCE = namespace(beam_search=decoding.beam_search)

@@ -1,16 +1,16 @@
 """Hidden checks of lab 5 (KV cache): the student's cache inside gpt_lab's GPT, against uncached runs.
 
-Run by `gpt_lab.grading.checks.run_checks("lab05-kv-cache", notebook)`; the student's code is
-reached only through the `student` fixture (tests/labs/adapters.py). Speed is checked the
+Run by `gpt_lab_grader.checks.run_checks("lab05-kv-cache", notebook)`; the student's code is
+reached only through the `student` fixture (gpt_lab_grader/labs/adapters.py). Speed is checked the
 deterministic way: by counting the positions the model processes.
 """
 import pytest
 import torch
 
-from adapters import assert_tensor
+from gpt_lab_grader.labs.adapters import assert_tensor
 from gpt_lab.decoding import generate
-from gpt_lab.grading import scenarios_part2 as scenarios
-from gpt_lab.grading.scenarios import tiny_gpt
+from gpt_lab_grader.labs.lab05_kv_cache import scenarios
+from gpt_lab_grader.labs.scenarios import tiny_gpt
 
 LAB = "lab05-kv-cache"
 REFERENCE = scenarios.reference_lab05()

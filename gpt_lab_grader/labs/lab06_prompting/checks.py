@@ -1,7 +1,7 @@
 """Hidden checks of lab 6 (prompting), against gpt_lab.prompting on a small model trained on a pattern.
 
-Run by `gpt_lab.grading.checks.run_checks("lab06-prompting", notebook)`; the student's code is
-reached only through the `student` fixture (tests/labs/adapters.py).
+Run by `gpt_lab_grader.checks.run_checks("lab06-prompting", notebook)`; the student's code is
+reached only through the `student` fixture (gpt_lab_grader/labs/adapters.py).
 """
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ import torch
 from filelock import FileLock
 
 from gpt_lab.data import cache_dir
-from gpt_lab.grading import scenarios_part2 as scenarios
+from gpt_lab_grader.labs.lab06_prompting import scenarios
 from gpt_lab.model import GPT, GPTConfig
 from gpt_lab.prompting import few_shot_prompt
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer

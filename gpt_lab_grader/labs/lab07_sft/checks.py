@@ -1,14 +1,14 @@
 """Hidden checks of lab 7 (SFT): chat template, tokens and label mask, exact-match evaluation.
 
-Run by `gpt_lab.grading.checks.run_checks("lab07-sft", notebook)`; the student's code is reached
-only through the `student` fixture (tests/labs/adapters.py).
+Run by `gpt_lab_grader.checks.run_checks("lab07-sft", notebook)`; the student's code is reached
+only through the `student` fixture (gpt_lab_grader/labs/adapters.py).
 """
 import pytest
 
-from adapters import expect_value_error
+from gpt_lab_grader.labs.adapters import expect_value_error
 from gpt_lab import sft
-from gpt_lab.grading import scenarios_part2 as scenarios
-from gpt_lab.grading.scenarios import tiny_gpt
+from gpt_lab_grader.labs.lab07_sft import scenarios
+from gpt_lab_grader.labs.scenarios import tiny_gpt
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
 
 LAB = "lab07-sft"
