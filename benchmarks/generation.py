@@ -1,12 +1,12 @@
 """Generation speed with and without the KV cache, for the course model.
 
-    python benchmarks/generation.py                      # the `small` preset's shape, random weights
-    python benchmarks/generation.py --pretrained         # the trained course model (trains on first use)
+    python benchmarks/generation.py                      # the `course` preset's shape, random weights
+    python benchmarks/generation.py --pretrained         # the shipped course model
     python benchmarks/generation.py --json gen.json      # also save every number
     python benchmarks/generation.py --cpu-time           # on a machine shared with other jobs
 
 Speed does not depend on the weights, so by default the model is a GPT with the exact config of
-`PRESETS["small"]` and the python corpus's compact vocabulary, with random weights: no training.
+`PRESETS["course"]` and the python corpus's compact vocabulary, with random weights: no training.
 Greedy decoding, batch 1, a 1-token prompt. Prints tokens/s at several lengths up to the full
 context, and the time per generated token against its position (the KV-cache chapter's plot):
 without the cache it grows with the position (the whole sequence runs again), with it it stays flat.
@@ -40,7 +40,7 @@ def build_model(args: argparse.Namespace) -> GPT:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default="course", choices=sorted(PRESETS))
     parser.add_argument("--pretrained", action="store_true", help="time the trained model instead of random weights")
     parser.add_argument("--vocab-size", type=int, default=None,
                         help="default: the course tokenizer's size on the python corpus")

@@ -1,6 +1,6 @@
 """Does the model copy from its context, and what does it take to learn it? (issue 5's blocker)
 
-    python benchmarks/induction.py [--preset small] [--skip-course-model]
+    python benchmarks/induction.py [--preset course] [--skip-course-model]
 
 Few-shot prompting and the function-name task both need a copy mechanism (an "induction head":
 attend to the token after an earlier occurrence of the current token, then copy it), and that
@@ -92,7 +92,7 @@ def copy_task_report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--preset", default="course")
     parser.add_argument("--skip-course-model", action="store_true")
     args = parser.parse_args()
     print(f"torch threads {torch.get_num_threads()}\n")

@@ -1,6 +1,6 @@
 """Prompting vs supervised fine-tuning of the course model: exact match on held-out modules.
 
-    python benchmarks/sft_results.py [--preset small | --checkpoint PATH] [--steps 300] [--n-eval 300]
+    python benchmarks/sft_results.py [--preset course | --checkpoint PATH] [--steps 300] [--n-eval 300]
 
 Prints markdown tables (the numbers the prompting and SFT chapters quote):
 1. few-shot accuracy of the base model on the function-name task written as code + "# name:"
@@ -30,7 +30,7 @@ def by_task(examples, n):
 def main() -> None:
     recipe = default_recipe()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--preset", default="course")
     parser.add_argument("--checkpoint", default=None, help="base model checkpoint (default: pretrained python/preset)")
     parser.add_argument("--steps", type=int, default=recipe.steps)
     parser.add_argument("--lr", type=float, default=recipe.lr)

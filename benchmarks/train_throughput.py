@@ -5,8 +5,15 @@ MFU = achieved model FLOP/s / peak FLOP/s, where the model does 6 N + 12 L C T F
 the matmul FLOP/s measured on this machine in the same precision (fp32 on CPU, plus bf16 where
 the CPU has it natively and the preset trains with it; bf16 on CUDA).
 
-    python benchmarks/train_throughput.py                  # tiny and small on the best device
-    python benchmarks/train_throughput.py --presets small gpu --device cuda
+    python benchmarks/train_throughput.py                  # tiny and course on the best device
+    python benchmarks/train_throughput.py --presets course gpu --device cuda
+    python benchmarks/train_throughput.py --vs-nanogpt     # gpt_lab's step against nanoGPT's model.py
+
+`--vs-nanogpt` times one training step (forward, backward, optimizer) on nanoGPT's own benchmark-size
+config (4 layers, 128 channels, 4 heads, vocab 50,304, context 128, batch 16): nanoGPT's `model.py`
+with its `configure_optimizers` in fp32, gpt_lab's model in fp32 with the same optimizer (the same
+work, so the same speed is expected), and gpt_lab's step as the course trains: bf16 autocast where
+the CPU has native bf16 (or on CUDA) and fused AdamW, then the same with `torch.compile`.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import time
 import torch
 
 from gpt_lab.attention import scaled_dot_product_attention
-from gpt_lab.device import autocast, compute_dtype, get_device
+from gpt_lab.device import autocast, compute_dtype, cpu_has_bf16, get_device
 from gpt_lab.model import GPT
 from gpt_lab.presets import PRESETS, course_tokenizer
 from gpt_lab.train import configure_optimizer
@@ -76,14 +83,77 @@ def train_throughput(preset: str, device: torch.device, written_out: bool, vocab
             "model_flops": flops_per_token * tokens_per_s}
 
 
+def vs_nanogpt(device: torch.device, steps: int, compile_too: bool = True) -> list[dict]:
+    """Tokens/s of a training step: nanoGPT's model.py vs gpt_lab's, on one config (see the docstring)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "nanogpt"))
+    import model as nanogpt  # noqa: E402  (benchmarks/nanogpt/model.py)
+
+    from gpt_lab.model import GPTConfig
+
+    shape = dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=50304, dropout=0.0, bias=True)
+    batch = 16
+    x = torch.randint(0, shape["vocab_size"], (batch, shape["block_size"]), device=device)
+    y = torch.roll(x, -1, dims=1)
+    rows = []
+
+    def timed(name: str, net, optimizer, cpu_bf16: bool) -> None:
+        def step():
+            with autocast(device, cpu_bf16):
+                _, loss = net(x, targets=y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        for _ in range(3):
+            step()
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        seconds = (time.perf_counter() - t) / steps
+        rows.append({"model": name, "precision": PRECISION[compute_dtype(device, cpu_bf16)],
+                     "tokens_per_s": x.numel() / seconds})
+        print(f"{name:<44} {rows[-1]['precision']:<6} {rows[-1]['tokens_per_s']:>10.0f}", flush=True)
+
+    torch.manual_seed(0)
+    theirs = nanogpt.GPT(nanogpt.GPTConfig(**shape)).to(device)
+    timed("nanoGPT model.py, its AdamW", theirs, theirs.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device.type),
+          False)
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(**shape)).to(device)
+    timed("gpt_lab, AdamW (foreach)", ours, configure_optimizer(ours, 1e-3, fused=False), False)
+    timed("gpt_lab, fused AdamW, autocast", ours, configure_optimizer(ours, 1e-3), True)
+    if compile_too:
+        timed("gpt_lab, fused AdamW, autocast, torch.compile", torch.compile(ours), configure_optimizer(ours, 1e-3),
+              True)
+    base = rows[0]["tokens_per_s"]
+    for row in rows:
+        row["vs_nanogpt"] = row["tokens_per_s"] / base
+    print("speed-up over nanoGPT: " + ", ".join(f"{r['model']}: {r['vs_nanogpt']:.2f}x" for r in rows[1:]))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "course"])
     parser.add_argument("--device", default=None)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--vs-nanogpt", action="store_true", help="time gpt_lab's step against nanoGPT's model.py")
+    parser.add_argument("--no-compile", action="store_true", help="with --vs-nanogpt: skip the torch.compile row")
     args = parser.parse_args()
     device = get_device(args.device)
+    if args.vs_nanogpt:
+        print(f"device {device}, threads {torch.get_num_threads()}, native cpu bf16 {cpu_has_bf16()}")
+        rows = vs_nanogpt(device, max(args.steps, 10), not args.no_compile)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=2)
+        return
     peaks = {name: matmul_flops(device, dtype) for dtype, name in PRECISION.items()
              if dtype in (compute_dtype(device), compute_dtype(device, cpu_bf16=True))}
     vocab_size = course_tokenizer("python").n_vocab  # the course model's vocabulary

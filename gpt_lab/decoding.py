@@ -540,7 +540,7 @@ def function_body(signature: str, continuation: str, complete: bool) -> str:
 
 
 def parse_rate(model: torch.nn.Module, tokenizer, signatures: Sequence[str], max_new_tokens: int = 96,
-               top_p: float = 0.9, temperature: float = 1.0, seed: int = 0, batch_size: int = 50) -> float:
+               top_p: float | None = 0.9, temperature: float = 1.0, seed: int = 0, batch_size: int = 50) -> float:
     """Share of sampled function bodies that are valid Python.
 
     Each signature (a `def ...:` line) is continued from a newline by nucleus sampling (top-p,

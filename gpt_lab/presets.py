@@ -184,11 +184,11 @@ def load_bundle(path: str | os.PathLike, device: torch.device | str | None = Non
 
 # ----------------------------------------------------------------------------- training a preset
 
-def hardware(device: torch.device) -> dict:
-    """What a run ran on, for the card."""
+def hardware(device: torch.device, cpu_bf16: bool = False) -> dict:
+    """What a run ran on, for the card (`dtype`: the precision of its matrix products)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {"device": str(device), "name": name, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "dtype": str(compute_dtype(device, True)).replace("torch.", ""), "torch": torch.__version__,
+            "dtype": str(compute_dtype(device, cpu_bf16)).replace("torch.", ""), "torch": torch.__version__,
             "python": platform.python_version()}
 
 
@@ -222,7 +222,7 @@ def pretrain(corpus: str = "python", preset: str = "course", out_dir: str | os.P
         "recipe": {"batch_size": spec.batch_size, "block_size": spec.block_size, "train": asdict(spec.train),
                    "repeats": asdict(spec.repeats) if spec.repeats else None, "min_count": MIN_COUNT},
         "steps": config.max_steps, "tokens_seen": history.tokens, "wall_seconds": round(history.seconds, 1),
-        "hardware": hardware(device), "vocab_size": tokenizer.n_vocab, "params": model.num_params(),
+        "hardware": hardware(device, spec.train.cpu_bf16), "vocab_size": tokenizer.n_vocab, "params": model.num_params(),
         "corpus_tokens": len(train_ids) + len(val_ids),
         "val_loss": evaluate(model, batches, config.eval_steps)["loss"],
         "unigram_val_loss": unigram_loss(train_ids, val_ids, tokenizer.n_vocab),

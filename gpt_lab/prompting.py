@@ -152,3 +152,21 @@ def binomial_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, f
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@torch.no_grad()
+def induction_scores(model: torch.nn.Module, vocab_size: int, length: int = 50, batch_size: int = 8,
+                     seed: int = 0) -> torch.Tensor:
+    """(n_layer, n_head): how much each head attends the way an induction head does.
+
+    On `length` random tokens followed by the same tokens again, the query at repeat position
+    `length + i` can predict its next token by attending to position `i + 1`, the token that
+    followed the earlier occurrence of the current one. The score is the mean attention weight on
+    exactly that position over the repeat; uniform attention scores about 1 / (number of keys).
+    """
+    device = next(model.parameters()).device
+    seq = repeated_tokens(vocab_size, batch_size, length, torch.Generator().manual_seed(seed)).to(device)
+    maps = torch.stack(model.attention_maps(seq))             # (n_layer, B, n_head, 2L, 2L)
+    queries = torch.arange(length, 2 * length - 1, device=device)
+    weights = maps[:, :, :, queries, queries - length + 1]    # (n_layer, B, n_head, L - 1)
+    return weights.mean(dim=(1, 3)).cpu()

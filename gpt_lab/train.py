@@ -58,13 +58,19 @@ def lm_batches(train_ids: np.ndarray, val_ids: np.ndarray, batch_size: int, bloc
 
 
 def configure_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
-                        betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
-    """AdamW with two groups: matrices (Linear, embedding weights) decay; biases and LayerNorm gains do not."""
+                        betas: tuple[float, float] = (0.9, 0.95), fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW with two groups: matrices (Linear, embedding weights) decay; biases and LayerNorm gains do not.
+
+    `fused` (default: on CPU and CUDA) updates every parameter in one kernel instead of a loop of
+    small ones; the arithmetic is the same.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    if fused is None:
+        fused = bool(params) and params[0].device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
 
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:

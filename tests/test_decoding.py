@@ -368,3 +368,35 @@ def test_next_token_logits_is_the_one_step(model, monkeypatch):
     list(stream_generate(model, [1, 2], 4, seed=0))
     beam_search(model, [1, 2], 2, 4)
     assert len(calls) == 12
+
+
+def test_function_body_ends_where_the_function_does():
+    sig = "def f(x):\n"
+    assert decoding.function_body(sig, "    return x\n\ndef g():\n    pass", True) == "def f(x):\n    return x\n"
+    # cut by the token budget: the last, possibly broken, line is dropped
+    assert decoding.function_body(sig, "    y = x + 1\n    return (y", False) == "def f(x):\n    y = x + 1"
+    assert decoding.function_body(sig, "    y = x + 1\n    return y", True) == "def f(x):\n    y = x + 1\n    return y"
+
+
+def test_parse_rate_counts_bodies_that_parse(monkeypatch):
+    """With generation scripted (one body per signature), the rate is the share of bodies that
+    parse; a body cut by the token budget loses its last line before parsing."""
+    from gpt_lab.tokenizer import get_tokenizer
+
+    tok = get_tokenizer()
+    bodies = {"def f(x):": "    return 1\n\nprint(f(2))", "def g(a, b):": "    return (a",
+              "def h():": "    x = 1\n    return (x"}
+    model = type("M", (), {"config": type("C", (), {"block_size": 64})()})()
+
+    def scripted(model, ids, max_new_tokens, **kwargs):
+        out = []
+        for prompt in ids:
+            body = tok.encode(bodies[tok.decode(prompt).rstrip("\n")])[:max_new_tokens]
+            out.append(body)
+        return out
+
+    monkeypatch.setattr(decoding, "generate", scripted)
+    # f parses; g is "def g(a, b):\n    return (a" in full (ended early): a syntax error;
+    # h ran out of budget, so its broken last line is dropped and "x = 1" parses
+    n_h = len(tok.encode(bodies["def h():"]))
+    assert decoding.parse_rate(model, tok, list(bodies), max_new_tokens=n_h) == pytest.approx(2 / 3)

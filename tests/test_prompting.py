@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from gpt_lab.model import GPT, GPTConfig
-from gpt_lab.prompting import (CODE_NAME_FORMAT, accuracy_vs_shots, complete, copy_task_batches, few_shot_prompt,
-                               repeat_loss, repeated_tokens)
+from gpt_lab.prompting import (CODE_NAME_FORMAT, accuracy_vs_shots, binomial_interval, complete, copy_task_batches,
+                               few_shot_prompt, induction_scores, repeat_loss)
+from gpt_lab.data import repeated_tokens
 from gpt_lab.sft import SYSTEM_PROMPT, SFTExample
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
 from gpt_lab.train import TrainConfig, lm_batches, train
@@ -130,3 +131,35 @@ def test_a_two_layer_gpt_learns_to_copy_from_a_fixed_distance_back():
     assert repeat < 0.5                                       # the repeat is copied
     _, other_distance = repeat_loss(model, V, length=L // 2, seed=1)
     assert other_distance > np.log(V) - 0.5                   # ...but only from where the copy was in training
+
+
+def test_with_smeared_keys_a_gpt_learns_an_induction_head():
+    """With key_shift and random periods (only copying what followed the earlier occurrence helps),
+    a two-layer GPT learns to copy at any distance: the repeat is predicted at the trained length and
+    at half of it, and one head attends to the token after the earlier occurrence (induction score
+    far above uniform); before training, every head is near uniform."""
+    torch.manual_seed(0)
+    V, L = 128, 16
+    model = GPT(GPTConfig(vocab_size=V, block_size=2 * L, n_layer=2, n_head=4, n_embd=64, key_shift=True))
+    assert float(induction_scores(model.eval(), V, L).max()) < 0.15
+    train(model, copy_task_batches(V, batch_size=32, length=L, min_period=4),
+          TrainConfig(max_steps=400, lr=3e-3, warmup_steps=20, eval_interval=0, progress=False))
+    model.eval()
+    for length in (L, L // 2):
+        first, repeat = repeat_loss(model, V, length=length, seed=1)
+        assert first > np.log(V) - 0.5 and repeat < 0.1 * first, (length, first, repeat)
+    assert float(induction_scores(model, V, L).max()) > 0.5
+
+
+def test_binomial_interval_solves_the_wilson_equation():
+    """The Wilson bounds p are the two roots of n (p_hat - p)^2 = z^2 p (1 - p)."""
+    z = 1.96
+    for k, n in ((0, 200), (37, 200), (200, 200), (3, 10)):
+        low, high = binomial_interval(k, n)
+        assert 0.0 <= low <= k / n <= high <= 1.0
+        for p in (low, high):
+            if 0.0 < p < 1.0 or (p == 0.0 and k == 0) or (p == 1.0 and k == n):
+                assert n * (k / n - p) ** 2 == pytest.approx(z * z * p * (1 - p), abs=1e-9)
+    assert binomial_interval(100, 200) == pytest.approx((0.4314, 0.5686), abs=1e-4)
+    with pytest.raises(ValueError):
+        binomial_interval(3, 2)
