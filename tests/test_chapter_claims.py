@@ -92,3 +92,46 @@ def test_attention_without_positions_is_permutation_equivariant():
         out, _ = mha(x[None])
         out_perm, _ = mha(x[perm][None])
     torch.testing.assert_close(out_perm[0], out[0][perm])
+
+
+# ---------------------------------------------------------------- chapter 2: attention
+
+def test_variance_ratio_is_d_by_construction():
+    """Dividing by sqrt(d) divides the variance by d, whatever the scores: the ratio is no result."""
+    text = chapter("02_attention.md")
+    torch.manual_seed(1)
+    for scores in (torch.randn(15, 15) * 17 + 300, torch.rand(15, 15)):
+        assert (scores.var() / (scores / math.sqrt(768)).var()).item() == pytest.approx(768, rel=1e-5)
+    assert round(8936.9609375 / 11.63666820526123, 1) == 768.0        # the lecture's two variances
+    assert "is 768.0 too" in text and "by construction" in text
+    assert "{glue:text}`ratio:.0f` $= d$" not in text                 # the old claim
+
+
+def test_scaled_score_variance_is_product_of_variances():
+    """Var(q.k / sqrt(d_k)) = var_q var_k: one only for unit variance (chapter 2 and exercise 2)."""
+    text = chapter("02_attention.md")
+    torch.manual_seed(0)
+    q, k = torch.randn(4096, 768), torch.randn(4096, 768)
+    assert ((q * k).sum(-1) / math.sqrt(768)).var().item() == pytest.approx(1.0, abs=0.1)
+    q2, k2 = torch.randn(100_000, 64) * math.sqrt(2), torch.randn(100_000, 64) * math.sqrt(2)
+    dots = (q2 * k2).sum(-1)
+    assert dots.var().item() == pytest.approx(256, rel=0.05)
+    assert (dots / 8).var().item() == pytest.approx(4, rel=0.05)
+    assert "64 \\times 2 \\times 2 = 256" in text and "= 4$ after" in text
+
+
+def test_head_count_does_not_change_attention_parameters():
+    text = chapter("02_attention.md")
+    for n_head in (1, 12, 768):
+        mha = MultiHeadAttention(768, n_head)
+        assert mha.c_attn.weight.numel() + mha.c_attn.bias.numel() == 1_771_776
+        assert mha.c_proj.weight.numel() + mha.c_proj.bias.numel() == 590_592
+    assert quoted(text, 1_771_776) and quoted(text, 590_592)
+
+
+def test_quadratic_attention_term_dominates_above_2d():
+    text = chapter("02_attention.md")
+    d = 768
+    share = lambda T: 2 * T**2 * d / (4 * T * d**2 + 2 * T**2 * d)
+    assert share(1024) < 0.5 < share(1537) and share(1536) == pytest.approx(0.5)
+    assert "$T$ = 1,537" in text and "exceeds $2d$" in text
