@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -53,9 +54,16 @@ def launch(argv: list[str]) -> None:
         settings["log_fd"] = fd
     writable = tuple(Path(p) for p in (settings.get("runtime"),) if p)
     home = Path(settings.get("home") or os.getcwd())
+    if "-f" in argv and writable:  # the client may write the connection file where the sandbox cannot see it
+        i = argv.index("-f") + 1
+        copy = writable[0] / Path(argv[i]).name
+        if Path(argv[i]).resolve() != copy.resolve():
+            shutil.copyfile(argv[i], copy)
+            argv = [*argv[:i], str(copy), *argv[i + 1:]]
     confinement = Confinement(home, _limits(settings), writable=writable, sandboxed=settings.get("sandboxed", True))
     confinement.prepare()
     os.environ[ENV] = json.dumps(settings)
+    os.environ.pop("JPY_PARENT_PID", None)  # its pid is not visible in the sandbox; --die-with-parent does this
     command = confinement.command([sys.executable, "-m", "gpt_lab_grader.kernel", *argv])
     preexec_limits(confinement.limits)
     os.execvp(command[0], command)
