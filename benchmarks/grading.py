@@ -1,4 +1,4 @@
-"""How long `gpt-lab grade` takes: seconds per submission for every lab, then a full class of the slowest lab.
+"""How long `gpt-lab-grade` takes: seconds per submission for every lab, then a full class of the slowest lab.
 
     python benchmarks/grading.py                       # 4 submissions per lab, then 40 of the slowest lab
     python benchmarks/grading.py --labs lab01 --per-lab 6 --class-size 0
@@ -23,9 +23,11 @@ import time
 from pathlib import Path
 from unittest import mock
 
-import gpt_lab.grading.grade as grade_module
-from gpt_lab.grading.checks import LABS, resolve_lab
-from gpt_lab.grading.pool import run_jobs
+import gpt_lab_grader.grade as grade_module
+from gpt_lab_grader.labs import LABS, resolve_lab
+from gpt_lab_grader.pool import run_jobs
+
+REPO = Path(__file__).resolve().parents[1]  # the course folder graded
 
 
 def make_class(lab: str, n: int, folder: Path) -> Path:
@@ -33,7 +35,7 @@ def make_class(lab: str, n: int, folder: Path) -> Path:
     spec = LABS[lab]
     folder.mkdir(parents=True)
     for i in range(n):
-        source = spec.notebook if i % 2 == 0 or not spec.release.exists() else spec.release
+        source = spec.notebook(REPO) if i % 2 == 0 or not spec.release(REPO).exists() else spec.release(REPO)
         shutil.copyfile(source, folder / f"student{i:03d}.ipynb")
     return folder
 
@@ -56,7 +58,8 @@ def run(lab: str, n: int, jobs: int, timeout_s: float) -> tuple[float, float, in
             mock.patch.object(grade_module, "run_jobs", timed_run_jobs):
         folder = make_class(lab, n, Path(tmp) / "submissions")
         start = time.perf_counter()
-        results = grade_module.grade(lab, folder, Path(tmp) / "out", jobs=jobs, timeout_s=timeout_s, progress=False)
+        results = grade_module.grade(lab, folder, Path(tmp) / "out", jobs=jobs, timeout_s=timeout_s, progress=False,
+                                     course=REPO)
         seconds = time.perf_counter() - start
     return seconds, spent[-1], sum(r.status == "ok" for r in results)
 
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     labs = [resolve_lab(x) for x in args.labs] if args.labs else [
-        lab for lab, s in LABS.items() if s.notebook.exists() and s.release.exists() and s.check_file.exists()]
+        lab for lab, s in LABS.items()
+        if s.notebook(REPO).exists() and s.release(REPO).exists() and s.check_file.exists()]
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f}, jobs: {args.jobs}, "
           f"GPT_LAB_FAST={os.environ.get('GPT_LAB_FAST', '0')} (notebooks always run with GPT_LAB_FAST=1)")
     print(f"\n{'lab':<24}{'setup s':>9}{'submissions':>12}{'wall s':>9}{'s / submission':>16}{'ok':>5}{'load':>7}")
