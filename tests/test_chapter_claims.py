@@ -135,3 +135,76 @@ def test_quadratic_attention_term_dominates_above_2d():
     share = lambda T: 2 * T**2 * d / (4 * T * d**2 + 2 * T**2 * d)
     assert share(1024) < 0.5 < share(1537) and share(1536) == pytest.approx(0.5)
     assert "$T$ = 1,537" in text and "exceeds $2d$" in text
+
+
+# ---------------------------------------------------------------- chapter 3: masking
+
+def test_allowed_pairs_of_a_right_padded_sequence():
+    """Exercise 2: n(n + 1)/2 + (L - n) n allowed pairs; 30 for n = 5, L = 8."""
+    from gpt_lab.attention import combined_mask
+
+    text = chapter("03_masking.md")
+    for n in range(1, 9):
+        attention_mask = torch.tensor([[1] * n + [0] * (8 - n)])
+        allowed = int((~combined_mask(attention_mask, 8)).sum())
+        assert allowed == n * (n + 1) // 2 + (8 - n) * n
+    assert "$15 + 15 = 30$" in text
+
+
+def test_multiplying_by_infinity_gives_nan():
+    """Exercise 4: (causal + padding) * -inf breaks every allowed entry."""
+    from gpt_lab.attention import causal_mask
+
+    mask = causal_mask(4).float() * float("-inf")
+    assert torch.isnan(torch.softmax(torch.zeros(4, 4) + mask, -1)).all()
+
+
+def test_masked_lm_signal_count():
+    text = chapter("03_masking.md")
+    assert round(0.15 * 1000) == 150 and 1000 - 1 == 999
+    assert "About 150" in text and "999" in text and "more than six times" in text
+    assert 999 / 150 > 6
+
+
+# ---------------------------------------------------------------- chapter 6: KV cache
+
+def naive_total(T, N, d, V):
+    return sum(12 * N * d**2 * t + 2 * N * d * t**2 + V * d * t for t in range(1, T + 1))
+
+
+def cached_total(T, N, d, V):
+    return sum(12 * N * d**2 + 2 * N * d * t + V * d for t in range(1, T + 1))
+
+
+def test_generation_cost_is_cubic_without_and_quadratic_with_the_cache():
+    text = chapter("06_kv_cache.md")
+    N, d, V = 12, 768, 50257
+    # the attention terms: x8 and x4 when T doubles (exercise 3), at large T
+    attn_naive = lambda T: sum(2 * N * d * t**2 for t in range(1, T + 1))
+    attn_cached = lambda T: sum(2 * N * d * t for t in range(1, T + 1))
+    assert attn_naive(4096) / attn_naive(2048) == pytest.approx(8, rel=1e-3)
+    assert attn_cached(4096) / attn_cached(2048) == pytest.approx(4, rel=1e-3)
+    # the closed forms of the chapter are the leading terms of the sums
+    T = 1024
+    approx_naive = 6 * N * d**2 * T**2 + 2 / 3 * N * d * T**3 + 0.5 * V * d * T**2
+    approx_cached = 12 * N * d**2 * T + N * d * T**2 + V * d * T
+    assert naive_total(T, N, d, V) == pytest.approx(approx_naive, rel=0.01)
+    assert cached_total(T, N, d, V) == pytest.approx(approx_cached, rel=0.01)
+    assert "O(T^3)" in text and "O(T^2)" in text
+    assert "the time per token no longer grows with the position" not in text   # the old claim
+
+
+def test_attention_over_the_cache_stays_small_within_gpt2_context():
+    text = chapter("06_kv_cache.md")
+    N, d, V = 12, 768, 50257
+    assert 6 * d == 4608 and quoted(text, 4608)
+    share = 2 * N * d * 1024 / (12 * N * d**2 + 2 * N * d * 1024 + V * d)
+    assert share < 0.2
+
+
+def test_cache_memory_exercise():
+    text = chapter("06_kv_cache.md")
+    nbytes = 2 * 12 * 8 * 1024 * 768 * 2
+    assert nbytes == 301_989_888 and nbytes / 2**20 == 288
+    assert quoted(text, 301_989_888) and "288 MiB" in text
+    assert round(124_439_808 * 2 / 2**20) == 237 and "237 MiB" in text
