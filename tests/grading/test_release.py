@@ -75,7 +75,7 @@ def test_visible_tests_run_in_the_release(released, tmp_path):
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         if grade_id in answers:
             source = "".join(answers[grade_id])
-            cell["source"] = re.sub(r"### (BEGIN|END) SOLUTION\n", "", source)
+            cell["source"] = re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*(\n|$)", "", source, flags=re.M)
     filled = lab_dir / "filled.ipynb"
     filled.write_text(json.dumps(nb))
     env = dict(os.environ, PYTHONPATH=str(site), GPT_LAB_FAST="1", GPT_LAB_PROGRESS="0")
