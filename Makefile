@@ -49,7 +49,8 @@ grade-setup: setup
 grade: grade-setup
 	$(BIN)/gpt-lab-grade $(LAB) $(SUBMISSIONS) --course . $(if $(OUT),--out $(OUT)) $(if $(JOBS),--jobs $(JOBS)) \
 	  $(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(MEMORY),--memory-mb $(MEMORY)) \
-	  $(if $(PATTERN),--name-regex '$(PATTERN)') $(if $(UNSANDBOXED),--unsandboxed)
+	  $(if $(PATTERN),--name-regex '$(PATTERN)') $(if $(ROSTER),--roster $(ROSTER)) $(if $(ONLY),--only $(ONLY)) \
+	  $(if $(WALL_FACTOR),--wall-factor $(WALL_FACTOR)) $(if $(UNSANDBOXED),--unsandboxed)
 
 # The students' repository: book sources, labs/, gpt_lab/ and a students' README; no solutions/, hidden
 # checks or grader (gpt_lab_grader/release.py, checked by tests/grading/test_release.py).

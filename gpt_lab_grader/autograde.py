@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpt_lab_grader.kernel import ENV as KERNEL_ENV
-from gpt_lab_grader.confine import protected_paths
+from gpt_lab_grader.confine import WALL_FACTOR, protected_paths, read_only_paths
 from gpt_lab_grader.kernel import KERNEL_NAME, write_kernelspec
 from gpt_lab_grader.results import Result
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -164,13 +164,14 @@ def _capped_execute(limit: int, cwd: Path):
 
 
 def autograde(course: Course, workspace: Path, student: str, timeout_s: float, memory_mb: int,
-              deny: list[str], sandboxed: bool = True) -> dict:
+              deny: list[str], sandboxed: bool = True, wall_factor: float = WALL_FACTOR) -> dict:
     """Run nbgrader autograde for one student (in this process; the notebook runs in a confined kernel).
 
     The kernel runs in `workspace/home` (its HOME, temp and cache too), the only folder of the machine it can
     write (with bubblewrap; `sandboxed=False` leaves only the audit hook); `deny` names everything else of the
-    workspace and of the grading run for the audit hook (see `grade._deny_list`). Its CPU time is limited to
-    the notebook's time limit plus the kernel's start.
+    workspace and of the grading run for the audit hook (see `grade._deny_list`). Limits count CPU time: a
+    cell is interrupted after `timeout_s` CPU seconds, the kernel killed after the notebook's `timeout_s`
+    plus its start; wall-clock timeouts are backstops `wall_factor` times as long.
 
     Returns {"cells": [Result as dict], "notes": [(status, note)], "log": nbgrader's log (for the instructor)}.
     """
@@ -198,16 +199,17 @@ def autograde(course: Course, workspace: Path, student: str, timeout_s: float, m
         "GPT_LAB_PROGRESS": "0", "GPT_LAB_CACHE": str(home / "cache"), "PYTHONHASHSEED": "0",
         KERNEL_ENV: json.dumps({"memory_mb": memory_mb, "output_bytes": OUTPUT_BYTES, "log": str(guard_log),
                                 "deny": [*protected_paths(course.source), *deny], "home": str(home),
+                                "read_only": read_only_paths(course.source),
                                 "runtime": str(runtime), "sandboxed": sandboxed,
-                                "cpu_s": int(timeout_s) + KERNEL_START_CPU_S}),
+                                "cpu_s": int(timeout_s) + KERNEL_START_CPU_S, "cell_cpu_s": float(timeout_s)}),
     })
     config = nbgrader_config(workspace, workspace / "gradebook.db", course.source)
     config.KernelManager.transport = "ipc"  # Unix sockets: the kernel has no network
     config.KernelManager.ip = str(runtime / "k")
     config.CourseDirectory.source_directory = str(course.root / "solutions" / "_none_")  # copy no extra files
-    config.Execute.timeout = int(timeout_s)
+    config.Execute.timeout = int(wall_factor * timeout_s)  # a backstop: the kernel stops a cell at timeout_s CPU s
     config.Execute.kernel_name = KERNEL_NAME
-    config.Execute.startup_timeout = 120
+    config.Execute.startup_timeout = int(wall_factor * 60)
     config.Autograde.autograde_preprocessors = [
         _capped_execute(2 * OUTPUT_BYTES, home), IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
         AssignLatePenalties, CheckCellMetadata]
@@ -311,7 +313,7 @@ def _failure(cell: dict | None, timeout_s: float) -> str:
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
             if out.get("ename") in STOPPED:
-                return f"this cell was stopped after the {timeout_s:g} s time limit"
+                return f"this cell was stopped at its time limit ({timeout_s:g} CPU seconds)"
             if out.get("ename") == "NotImplementedError":
                 return "NotImplementedError: a function this cell tests is not written yet (it still raises)"
             evalue = ANSI.sub("", str(out.get("evalue", ""))).strip()

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gpt_lab_grader.confine import WALL_FACTOR
 from gpt_lab_grader.labs import LABS, resolve_lab
 from gpt_lab_grader.results import Result
 from gpt_lab_grader.sandbox import SandboxError
@@ -31,10 +32,12 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 def run_checks(lab: str, notebook: str | os.PathLike, timeout_s: float = 120, memory_mb: int = 4096,
                deny: Sequence[str | os.PathLike] = (), course: str | os.PathLike | None = None,
-               sandboxed: bool = True) -> list[Result]:
+               sandboxed: bool = True, wall_factor: float = WALL_FACTOR) -> list[Result]:
     """Run the hidden checks of `lab` against `notebook`; one result per check, in file order.
 
-    `timeout_s` bounds the whole run; checks that have not finished by then fail ("not run").
+    `timeout_s`: CPU seconds of student code for the whole run (each call gets at most the lab's per-call
+    limit, in CPU seconds too); checks left when it is spent fail ("not run"). Wall-clock time is only a
+    backstop, `wall_factor` times as long, so a loaded machine gives the same grades.
     `deny`: more paths the student's code may not touch (other students' folders, a gradebook).
     `course`: the course folder (its solutions/ and tests/ are named to the audit hook).
     `sandboxed=False`: the student's code runs without bubblewrap (only the audit hook).
@@ -48,7 +51,8 @@ def run_checks(lab: str, notebook: str | os.PathLike, timeout_s: float = 120, me
         results_path = Path(tmp) / "results.jsonl"
         env = dict(os.environ, GPT_LAB_SUBMISSION=str(notebook), GPT_LAB_MEMORY_MB=str(int(memory_mb)),
                    GPT_LAB_CALL_TIMEOUT=str(min(spec.call_timeout_s, timeout_s)),
-                   GPT_LAB_DEADLINE=str(time.time() + timeout_s), GPT_LAB_RESULTS=str(results_path),
+                   GPT_LAB_DEADLINE=str(time.time() + wall_factor * timeout_s), GPT_LAB_CPU_BUDGET=str(timeout_s),
+                   GPT_LAB_WALL_FACTOR=str(wall_factor), GPT_LAB_RESULTS=str(results_path),
                    GPT_LAB_DENY=os.pathsep.join(str(Path(p).resolve()) for p in deny),
                    GPT_LAB_COURSE=str(Path(course).resolve()) if course else "",
                    GPT_LAB_SANDBOXED="1" if sandboxed else "0", PYTHONDONTWRITEBYTECODE="1",
@@ -59,13 +63,13 @@ def run_checks(lab: str, notebook: str | os.PathLike, timeout_s: float = 120, me
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            output, _ = proc.communicate(timeout=timeout_s + 30)  # the checks stop themselves at timeout_s
+            output, _ = proc.communicate(timeout=wall_factor * timeout_s + 60)  # the checks stop themselves
             status = proc.returncode
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             output, _ = proc.communicate()
             status = None
-        return _read_results(results_path, status, output.decode(errors="replace"), timeout_s)
+        return _read_results(results_path, status, output.decode(errors="replace"), wall_factor * timeout_s)
 
 
 def _read_results(path: Path, status: int | None, output: str, timeout_s: float) -> list[Result]:

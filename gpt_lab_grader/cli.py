@@ -1,7 +1,8 @@
 """`gpt-lab-grade`: the instructor's command (not part of the students' `gpt_lab`).
 
     gpt-lab-grade LAB SUBMISSIONS [--course DIR] [--out DIR] [--jobs N] [--timeout S] [--memory-mb M]
-                  [--name-regex RE] [--unsandboxed] [--no-progress]
+                  [--name-regex RE] [--roster FILE] [--only STUDENT] [--wall-factor F] [--unsandboxed]
+                  [--no-progress]
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gpt_lab_grader.confine import WALL_FACTOR
 from gpt_lab_grader.course import find_course
 from gpt_lab_grader.grade import CHECKS_MIN_S, SandboxUnavailable, grade
 from gpt_lab_grader.labs import resolve_lab
@@ -25,8 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: COURSE/grading/<lab>)")
     p.add_argument("--jobs", type=int, default=1, help="students graded in parallel (default 1)")
     p.add_argument("--timeout", type=float, default=300,
-                   help="seconds to run one notebook (per cell and in all), and again, at least "
+                   help="CPU seconds to run one notebook (per cell and in all), and again, at least "
                         f"{CHECKS_MIN_S}, for its hidden checks (default 300)")
+    p.add_argument("--wall-factor", type=float, default=WALL_FACTOR,
+                   help="wall-clock backstops are this many times the CPU-time limits (default %(default)g)")
+    p.add_argument("--roster", default=None,
+                   help="CSV of the class (a 'student_id' or 'student' column, optionally 'lms_user_id'): everyone gets a row, "
+                        "'missing' without a submission")
+    p.add_argument("--only", default=None, metavar="STUDENT",
+                   help="regrade this student in the earlier run in --out, leaving every other row as it is")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of student code (default 4096)")
     p.add_argument("--name-regex", default=None,
                    help="nbgrader named_regexp with (?P<student_id>...) for LMS file names in a zip")
@@ -43,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = grade(args.lab, args.submissions, args.out, jobs=args.jobs, timeout_s=args.timeout,
                         memory_mb=args.memory_mb, name_regex=args.name_regex, progress=not args.no_progress,
-                        course=args.course, unsandboxed=args.unsandboxed)
+                        course=args.course, unsandboxed=args.unsandboxed, roster=args.roster, only=args.only,
+                        wall_factor=args.wall_factor)
     except SandboxUnavailable as exc:
         print(f"gpt-lab-grade: error: {exc}", file=sys.stderr)
         return 3

@@ -25,8 +25,8 @@ MAX_NOTEBOOK_BYTES = 50 << 20  # a notebook with a few figures is ~1 MB
 # Tried in order on a file name (then on its folder's name); nbgrader's `named_regexp` convention.
 LMS_PATTERNS = (
     r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.+)",  # Blackboard (nbgrader docs)
-    r"(?P<student_id>[A-Za-z0-9]+)_(?:late_)?\d+_\d+_(?P<file_id>.+)",  # Canvas
-    r"(?P<student_id>.+?)_\d+_assignsubmission_(?:file|onlinetext)_(?P<file_id>.*)",  # Moodle
+    r"(?P<student_id>[A-Za-z0-9]+)_(?P<late>late_)?(?P<user_id>\d+)_\d+_(?P<file_id>.+)",  # Canvas
+    r"(?P<student_id>.+?)_(?P<user_id>\d+)_assignsubmission_(?:file|onlinetext)_(?P<file_id>.*)",  # Moodle
 )
 
 
@@ -38,6 +38,8 @@ class Submission:
     origin: str  # where it came from, for the instructor
     notebook: Path | None = None
     error: str = ""
+    lms_user_id: str = ""  # the LMS's own user id, when its file names carry one (Canvas, Moodle)
+    late: bool = False  # the LMS marked the submission late (Canvas: `_late_` in the file name)
 
 
 @dataclass
@@ -47,6 +49,8 @@ class _Candidate:
     file_id: str
     timestamp: str
     read: Callable[[], bytes]
+    lms_user_id: str = ""
+    late: bool = False
 
 
 def safe_student_id(raw: str) -> str:
@@ -93,24 +97,25 @@ def _match(name: str, patterns: list[str]) -> dict | None:
     return None
 
 
-def _classify(parts: tuple[str, ...], lab: str, patterns: list[str]) -> tuple[str, str, str] | None:
-    """(student, file_id, timestamp) for a notebook at relative path `parts`, or None for another lab's file."""
+def _classify(parts: tuple[str, ...], lab: str, patterns: list[str]) -> tuple[str, str, str, dict] | None:
+    """(student, file_id, timestamp, LMS fields) for a notebook at relative path `parts`, or None for another
+    lab's file; the LMS fields are the matched pattern's groups (user_id, late), empty when none matched."""
     name = parts[-1]
     stem = name[: -len(".ipynb")]
     if "submitted" in parts[:-1]:  # nbgrader: .../submitted/<student>/<lab>/<notebook>.ipynb
         i = parts.index("submitted")
         if len(parts) != i + 4 or parts[i + 2] != lab:
             return None
-        return parts[i + 1], stem, ""
+        return parts[i + 1], stem, "", {}
     if len(parts) == 3 and parts[1] == lab:  # nbgrader's tree without the submitted/ level
-        return parts[0], stem, ""
+        return parts[0], stem, "", {}
     if len(parts) == 1:  # a flat file: an LMS name, else <student>.ipynb
         m = _match(name, patterns)
         if m:
-            return m["student_id"], (m.get("file_id") or stem).removesuffix(".ipynb"), m.get("timestamp") or ""
-        return stem, stem, ""
+            return m["student_id"], (m.get("file_id") or stem).removesuffix(".ipynb"), m.get("timestamp") or "", m
+        return stem, stem, "", {}
     m = _match(parts[0], patterns) or _match(parts[0] + "_", patterns)  # Moodle: one folder per student
-    return (m["student_id"] if m else parts[0]), stem, (m or {}).get("timestamp") or ""
+    return (m["student_id"] if m else parts[0]), stem, (m or {}).get("timestamp") or "", m or {}
 
 
 def _candidates(files: dict[tuple[str, ...], tuple[str, Callable[[], bytes]]], lab: str,
@@ -131,8 +136,10 @@ def _candidates(files: dict[tuple[str, ...], tuple[str, Callable[[], bytes]]], l
     for parts, (origin, read) in sorted(kept.items()):
         found = _classify(parts, lab, patterns)
         if found:
-            student, file_id, timestamp = found
-            out.append(_Candidate(safe_student_id(student), origin, file_id, timestamp, read))
+            student, file_id, timestamp, lms = found
+            out.append(_Candidate(safe_student_id(student), origin, file_id, timestamp, read,
+                                  lms_user_id=safe_student_id(lms["user_id"]) if lms.get("user_id") else "",
+                                  late=bool(lms.get("late"))))
     return out
 
 
@@ -180,7 +187,8 @@ def collect_submissions(source: str | Path, lab: str, inbox: str | Path,
         result = []
         for student in sorted(groups):
             chosen, error = _choose(student, groups[student], lab)
-            sub = Submission(student, chosen.origin if chosen else groups[student][0].origin, error=error)
+            first = chosen or groups[student][0]
+            sub = Submission(student, first.origin, error=error, lms_user_id=first.lms_user_id, late=first.late)
             if chosen:
                 try:
                     data = chosen.read()
@@ -194,3 +202,33 @@ def collect_submissions(source: str | Path, lab: str, inbox: str | Path,
     finally:
         if archive is not None:
             archive.close()
+
+
+ROSTER_ID_COLUMNS = ("student_id", "login", "sis login id", "login_id", "username", "email", "student")
+ROSTER_LMS_COLUMNS = ("lms_user_id", "user_id", "id", "sis user id")
+
+
+def read_roster(path: str | Path) -> dict[str, str]:
+    """{student id: LMS user id ("" if none)} from a roster CSV (a header row, then one row per student).
+
+    The student id is the first of the columns `student_id`, `login`, `SIS Login ID`, `login_id`, `username`,
+    `email`, `student` (case does not matter; ids are cleaned as submission ids are); the LMS user id the first
+    of `lms_user_id`, `user_id`, `ID`, `SIS User ID`. Rows without an id (Canvas's "Points Possible") are skipped.
+    """
+    import csv
+
+    with Path(path).open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+        header = {name.strip().lower(): name for name in (rows[0].keys() if rows else [])}
+    id_column = next((header[c] for c in ROSTER_ID_COLUMNS if c in header), None)
+    if id_column is None:
+        raise ValueError(f"the roster {path} has no student id column (one of {', '.join(ROSTER_ID_COLUMNS)})")
+    lms_column = next((header[c] for c in ROSTER_LMS_COLUMNS if c in header and header[c] != id_column), None)
+    roster: dict[str, str] = {}
+    for row in rows:
+        raw = (row.get(id_column) or "").strip()
+        if not raw or raw.lower() == "points possible":
+            continue
+        lms = (row.get(lms_column) or "").strip() if lms_column else ""
+        roster[safe_student_id(raw)] = safe_student_id(lms) if lms else ""
+    return roster

@@ -27,7 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +37,18 @@ SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 UID_BASE = 1_000_000  # run as root: the sandbox drops to UID_BASE + pid of its launcher (unique while it runs)
 
 
+WALL_FACTOR = 10.0  # wall-clock backstops are this many times the CPU-time limits (a loaded machine is slow)
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Limits of one sandboxed process: per-call wall-clock backstop, address space, printed output, CPU
-    seconds for its whole life, processes (threads count too), and the largest file it may write."""
+    """Limits of one sandboxed process: CPU seconds per call (a wall-clock backstop of `wall_factor` times
+    that), address space, printed output, CPU seconds for its whole life, processes (threads count too),
+    and the largest file it may write. Limits count CPU time, not wall time, so grades do not depend on
+    how loaded the machine is."""
 
     call_timeout_s: float = 30.0
+    wall_factor: float = WALL_FACTOR
     memory_mb: int = 4096
     output_bytes: int = 1_000_000
     cpu_s: int = 900
@@ -240,6 +246,11 @@ PATH_EVENTS = {"open", "os.listdir", "os.scandir", "os.link", "os.symlink", "os.
 BLOCKED_EVENTS = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
                   "os.kill", "os.killpg", "signal.pthread_kill", "resource.setrlimit", "resource.prlimit", "pty.spawn",
                   "os.startfile", "webbrowser.open", "_posixsubprocess.fork_exec"}
+WRITE_EVENTS = {"os.link", "os.symlink", "os.rename", "os.remove", "os.rmdir", "os.truncate", "os.chmod",
+                "os.chown", "os.utime", "os.mkdir", "shutil.copyfile", "shutil.copytree", "shutil.move",
+                "shutil.rmtree", "shutil.unpack_archive"}
+COPY_EVENTS = {"os.link", "os.symlink", "shutil.copyfile", "shutil.copytree", "shutil.unpack_archive"}
+MOVE_EVENTS = {"os.rename", "shutil.move"}
 SOCKET_EVENTS = {"socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo",
                  "ftplib.connect", "http.client.connect", "urllib.Request", "smtplib.connect", "telnetlib.Telnet.open"}
 
@@ -256,14 +267,28 @@ def protected_paths(course: str | os.PathLike | None) -> list[str]:
     return paths
 
 
+def read_only_paths(course: str | os.PathLike | None) -> list[str]:
+    """What student code may read but never change, for the audit hook: the installed packages
+    (`gpt_lab`, `gpt_lab_grader`), the Python environment and the course folder (its workspaces excepted,
+    by `install_guard`'s `writable`)."""
+    paths = [str(p) for p in _package_dirs()] + [str(Path(sys.prefix).resolve())]
+    return paths + ([str(Path(course).resolve())] if course is not None else [])
+
+
 def install_guard(deny: Sequence[str | os.PathLike] = (), *, allow_sockets: bool = False,
-                  log: Callable[[str], None] | None = None) -> None:
+                  log: Callable[[str], None] | None = None, no_rerun: Collection[str] = (),
+                  read_only: Sequence[str | os.PathLike] = (), writable: Sequence[str | os.PathLike] = ()) -> None:
     """Install the audit hook (PEP 578) that refuses, from now on, in this process:
 
     - touching (open, list, link, rename, remove, sqlite3.connect, ...) anything under the paths in
       `deny` or any `gradebook*.db`;
     - subprocesses, os.system, exec/spawn/fork, os.kill, setrlimit, ctypes, and (unless
-      `allow_sockets`) sockets and network clients.
+      `allow_sockets`) sockets and network clients;
+    - running again the code of a source file in `no_rerun` (the loaded reference modules: a reload
+      would make copies the tripwire does not watch);
+    - writing, creating, renaming or removing anything under `read_only` (the installed packages, the
+      course folder) that is not under `writable` (the workspace): bubblewrap makes those read-only or
+      absent; the hook names the attempt.
 
     A refused operation raises `GuardError` (a PermissionError) and calls `log("EVENT DETAIL")`.
     An audit hook cannot be removed: call this once, after the imports the process itself needs.
@@ -271,7 +296,31 @@ def install_guard(deny: Sequence[str | os.PathLike] = (), *, allow_sockets: bool
     import fnmatch
 
     roots = [os.path.realpath(p) for p in deny]
+    fixed = [os.path.realpath(p) for p in read_only]
+    free = [os.path.realpath(p) for p in writable]
     blocked = BLOCKED_EVENTS | (set() if allow_sockets else SOCKET_EVENTS)
+    rerun = frozenset(no_rerun)
+
+    def under(full: str, folders: list[str]) -> bool:
+        return any(full == root or full.startswith(root + os.sep) for root in folders)
+
+    def writes(event: str, args: tuple) -> bool:
+        if event == "open":
+            mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
+            if isinstance(mode, str):
+                return any(c in mode for c in "wax+")
+            return isinstance(flags, int) and bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
+                                                             | os.O_APPEND))
+        return event in WRITE_EVENTS
+
+    def read_only_target(path) -> bool:
+        if isinstance(path, int) or not fixed:
+            return False
+        try:
+            full = os.path.realpath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return False
+        return under(full, fixed) and not under(full, free)
 
     def denied(path) -> bool:
         if isinstance(path, int):
@@ -294,6 +343,14 @@ def install_guard(deny: Sequence[str | os.PathLike] = (), *, allow_sockets: bool
             for arg in args[:2]:
                 if isinstance(arg, (str, bytes, os.PathLike)) and denied(arg):
                     refuse(f"{event} {os.fsdecode(arg)}")
+            if writes(event, args):
+                targets = args[1:2] if event in COPY_EVENTS else args[:2] if event in MOVE_EVENTS else args[:1]
+                for arg in targets:
+                    if isinstance(arg, (str, bytes, os.PathLike)) and read_only_target(arg):
+                        refuse(f"{event} {os.fsdecode(arg)} (writing there)")
+        elif event == "exec" and rerun and args and hasattr(args[0], "co_filename"):
+            if os.path.realpath(args[0].co_filename) in rerun:
+                refuse(f"exec {args[0].co_filename} (running gpt_lab's code again, e.g. importlib.reload)")
         elif event in blocked or event.startswith("ctypes."):
             refuse(event)
 

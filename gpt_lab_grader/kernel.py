@@ -89,6 +89,29 @@ def _cap_output(limit: int) -> None:
         stream.write = capped(stream.write)
 
 
+def _stop_cells_after(shell, cpu_s: float) -> None:
+    """Interrupt a cell (KeyboardInterrupt, as nbgrader's own timeout does) once it has used `cpu_s` CPU
+    seconds: the per-cell limit counts CPU time, so a loaded machine does not stop a cell that would finish;
+    nbgrader's wall-clock timeout stays as a backstop."""
+    import _thread
+    import threading
+    import time
+
+    started: dict = {}
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.1)
+            start = started.get("cpu")
+            if start is not None and time.process_time() - start > cpu_s:
+                started["cpu"] = time.process_time()  # again after another cpu_s if the interrupt is caught
+                _thread.interrupt_main()
+
+    shell.events.register("pre_run_cell", lambda *args: started.update(cpu=time.process_time()))
+    shell.events.register("post_run_cell", lambda *args: started.pop("cpu", None))
+    threading.Thread(target=watch, daemon=True, name="gpt-lab-cell-watchdog").start()
+
+
 def main() -> None:
     """Inside the sandbox: start ipykernel, then limit this process and arm the audit hook."""
     if sys.argv[1:2] == ["--launch"]:
@@ -114,9 +137,13 @@ def main() -> None:
         if log is not None:
             log.write(" ".join(message.split())[:500] + "\n")
 
+    if settings.get("cell_cpu_s"):
+        _stop_cells_after(app.shell, float(settings["cell_cpu_s"]))
     limits = _limits(settings)
     apply_limits(limits.memory_mb, processes=limits.processes)
-    install_guard(settings.get("deny", ()), allow_sockets=True, log=record)
+    writable = [p for p in (settings.get("home"), settings.get("runtime")) if p]
+    install_guard(settings.get("deny", ()), allow_sockets=True, log=record, read_only=settings.get("read_only", ()),
+                  writable=writable)
     app.start()
 
 

@@ -17,9 +17,13 @@ from gpt_lab_grader.results import Result
 # Most severe first: the row's status is the most severe thing that happened.
 STATUSES = {
     "invalid": "the submission could not be graded (no readable notebook): 0 points",
+    "missing": "no submission from this student on the roster: 0 points",
     "rejected": "the notebook tried something forbidden (reading tests, solutions or the gradebook, "
-                "or calling the reference implementation): 0 points, to be reviewed",
+                "writing into the course or the installed packages, a subprocess, a socket): 0 points, "
+                "to be reviewed",
     "error": "the grader failed on this submission: review it by hand",
+    "review": "graded, but to be reviewed: a graded function calls or copies the reference implementation "
+              "(a function that calls it scores 0)",
     "crashed": "the notebook's process died (os._exit, a crash or the memory limit); graded on what ran",
     "timeout": "a time limit was hit; graded on what finished",
     "ok": "graded",
@@ -40,6 +44,8 @@ class StudentResult:
     cells: list[Result] = field(default_factory=list)
     checks: list[Result] = field(default_factory=list)
     sandbox: str = "bubblewrap"  # how the student's code was confined: "bubblewrap" or "unsandboxed"
+    lms_user_id: str = ""  # from the LMS file names or the roster
+    late: str = ""  # "late" when the LMS marked the submission late
 
     def flag(self, status: str, note: str) -> None:
         """Raise the status to `status` if that is more severe, and record why."""
@@ -53,7 +59,7 @@ class StudentResult:
 
     @property
     def counts(self) -> bool:
-        return self.status not in ("invalid", "rejected")
+        return self.status not in ("invalid", "rejected", "missing")
 
     @property
     def nbgrader_score(self) -> float:
@@ -99,19 +105,48 @@ def _csv_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-CSV_COLUMNS = ["student", "lab", "nbgrader_score", "hidden_score", "total", "max", "status", "sandbox", "message"]
+CSV_COLUMNS = ["student", "lab", "nbgrader_score", "hidden_score", "total", "max", "status", "sandbox", "message",
+               "lms_user_id", "late"]
+CELL_PREFIX, CHECK_PREFIX = "nb:", "hidden:"  # per-item columns: points of each notebook test and hidden check
 
 
-def write_grades_csv(results: list[StudentResult], path: str | Path) -> Path:
-    """grades.csv: one row per student, sorted by student id (re-running writes the same bytes)."""
+def item_columns(results: list[StudentResult]) -> list[str]:
+    """The per-item column names, in the order the items appear (notebook tests, then hidden checks)."""
+    cells = {CELL_PREFIX + i.name: None for r in results for i in r.cells}
+    checks = {CHECK_PREFIX + i.name: None for r in results for i in r.checks}
+    return [*cells, *checks]
+
+
+def grade_row(r: StudentResult) -> dict[str, str]:
+    """One student's row of grades.csv (scores as earned per item; the totals apply the status)."""
+    row = {"student": r.student, "lab": r.lab, "nbgrader_score": number(r.nbgrader_score),
+           "hidden_score": number(r.hidden_score), "total": number(r.total), "max": number(r.max),
+           "status": r.status, "sandbox": r.sandbox, "message": _csv_cell(r.message),
+           "lms_user_id": _csv_cell(r.lms_user_id), "late": r.late}
+    row.update({CELL_PREFIX + i.name: number(i.points) for i in r.cells})
+    row.update({CHECK_PREFIX + i.name: number(i.points) for i in r.checks})
+    return row
+
+
+def write_rows(rows: list[dict[str, str]], path: str | Path, items: list[str] | None = None) -> Path:
+    """grades.csv from rows (dicts of strings), sorted by student id; per-item columns `items` (default:
+    every item column of the rows, in order of appearance). Re-running writes the same bytes."""
     path = Path(path)
+    if items is None:
+        items = list(dict.fromkeys(k for row in rows for k in row if k.startswith((CELL_PREFIX, CHECK_PREFIX))))
+    columns = CSV_COLUMNS + items
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for r in sorted(results, key=lambda r: r.student):
-            writer.writerow([r.student, r.lab, number(r.nbgrader_score), number(r.hidden_score), number(r.total),
-                             number(r.max), r.status, r.sandbox, _csv_cell(r.message)])
+        writer.writerow(columns)
+        for row in sorted(rows, key=lambda row: row["student"]):
+            writer.writerow([row.get(c, "") for c in columns])
     return path
+
+
+def write_grades_csv(results: list[StudentResult], path: str | Path, items: list[str] | None = None) -> Path:
+    """grades.csv: one row per student, sorted by student id, with a column per notebook test and hidden
+    check (item analysis); re-running writes the same bytes."""
+    return write_rows([grade_row(r) for r in results], path, items if items is not None else item_columns(results))
 
 
 def read_grades_csv(path: str | Path) -> dict[str, dict[str, str]]:
@@ -178,7 +213,7 @@ def plot_distribution(results: list[StudentResult], path: str | Path, lab: str) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    graded = [100 * r.total / r.max if r.max else 0.0 for r in results if r.status != "invalid"]
+    graded = [100 * r.total / r.max if r.max else 0.0 for r in results if r.status not in ("invalid", "missing")]
     invalid = sum(r.status == "invalid" for r in results)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.hist(graded, bins=[0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100.001], color="#4c72b0", edgecolor="white")

@@ -38,7 +38,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpt_lab_grader.confine import Confinement, GuardError, Limits, apply_limits, install_guard, protected_paths
+from gpt_lab_grader.confine import (Confinement, GuardError, Limits, apply_limits, install_guard, protected_paths,
+                                    read_only_paths)
 
 _HEADER = struct.Struct("<Q")
 MAX_MESSAGE = 512 * 2**20  # a result bigger than this is refused
@@ -162,7 +163,7 @@ class Sandbox:
 
     def __init__(self, notebook: str | os.PathLike, lab: str, limits: Limits | None = None,
                  deny: Sequence[str | os.PathLike] = (), deadline: float | None = None,
-                 course: str | os.PathLike | None = None, sandboxed: bool = True):
+                 course: str | os.PathLike | None = None, sandboxed: bool = True, cpu_budget_s: float | None = None):
         from gpt_lab_grader.labs import LABS, resolve_lab
         from gpt_lab_grader.submission import read_notebook
 
@@ -171,6 +172,7 @@ class Sandbox:
         self.notebook = Path(notebook)
         read_notebook(self.notebook)  # SubmissionError now, not in the child
         self.deny = [str(Path(p).resolve()) for p in (*protected_paths(course), *deny)]
+        self.read_only = read_only_paths(course)
         self.sandboxed = sandboxed
         self._dir = Path(tempfile.mkdtemp(prefix="gpt_lab_sandbox_"))
         self._proc: subprocess.Popen | None = None
@@ -179,7 +181,10 @@ class Sandbox:
         self.missing: dict[str, str] = {}
         self.startup_error: SandboxError | None = None
         self.starts = 0
-        self.deadline = deadline  # time.time() after which every call fails at once (budget of a whole run)
+        self.deadline = deadline  # time.time() after which every call fails at once (wall backstop of a whole run)
+        self.cpu_budget_s = cpu_budget_s  # CPU seconds of student code for the whole run (all children)
+        self.cpu_used_s = 0.0  # CPU seconds the earlier children used (the current one reports its own)
+        self._cpu_now = 0.0
 
     # -- lifecycle
 
@@ -196,6 +201,8 @@ class Sandbox:
     def _kill(self) -> None:
         if self._proc is None:
             return
+        self.cpu_used_s += self._cpu_now
+        self._cpu_now = 0.0
         if self._proc.poll() is None:
             try:
                 os.killpg(self._proc.pid, signal.SIGKILL)
@@ -236,9 +243,11 @@ class Sandbox:
         init = {"op": "init", "notebook": "submission.ipynb", "names": list(self.spec.graded),
                 "references": dict(self.spec.references), "forbidden": list(self.spec.forbidden),
                 "scenario_module": self.spec.scenario_module, "deny": self.deny,
+                "read_only": self.read_only, "writable": [str(scratch.resolve())],
                 "memory_mb": int(self.limits.memory_mb), "output_bytes": int(self.limits.output_bytes),
-                "cpu_s": int(self.limits.cpu_s), "processes": int(self.limits.processes)}
-        reply = self._request(init, "loading the notebook's definitions", timeout_s=self.limits.call_timeout_s + 30)
+                "cpu_s": int(self.limits.cpu_s), "processes": int(self.limits.processes),
+                "call_cpu_s": float(self.limits.call_timeout_s)}
+        reply = self._request(init, "loading the notebook's definitions", timeout_s=self._wall(30))
         self.found, self.missing = list(reply["found"]), dict(reply["missing"])
 
     def _ensure_started(self) -> None:
@@ -283,8 +292,14 @@ class Sandbox:
             self._sticky[key] = exc
             raise
 
+    def _wall(self, extra_cpu_s: float = 0.0) -> float:
+        """The wall-clock backstop of one request whose CPU limit is the per-call limit (+ `extra_cpu_s`)."""
+        return (self.limits.call_timeout_s + extra_cpu_s) * self.limits.wall_factor + 30
+
     def _request(self, message: dict, what: str, timeout_s: float | None = None):
-        timeout_s = self.limits.call_timeout_s if timeout_s is None else timeout_s
+        timeout_s = self._wall() if timeout_s is None else timeout_s
+        if self.cpu_budget_s is not None and self.cpu_used_s + self._cpu_now >= self.cpu_budget_s:
+            raise CallTimeout(f"{what} was not run: the {self.cpu_budget_s:g} CPU seconds for all checks ran out")
         if self.deadline is not None:
             left = self.deadline - time.time()
             if left <= 0:
@@ -301,6 +316,8 @@ class Sandbox:
             raise BadResult(f"{what}: the result could not be read safely ({type(exc).__name__})") from None
         if not isinstance(reply, dict) or "ok" not in reply:
             raise BadResult(f"{what}: malformed reply from the grading process")
+        if isinstance(reply.get("cpu"), float):
+            self._cpu_now = reply["cpu"]
         if not reply["ok"]:
             raise ERRORS.get(reply.get("error"), SandboxError)(str(reply.get("message", "")))
         return plain(reply.get("value"), "the result")
@@ -319,7 +336,7 @@ class Sandbox:
         while got < n:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self._from_child], [], [], left)[0]:
-                raise CallTimeout(f"{what} did not finish within {timeout_s:.3g} s "
+                raise CallTimeout(f"{what} did not finish within {timeout_s:.3g} s of wall-clock time "
                                   "(an infinite loop? a very slow implementation?)")
             chunk = os.read(self._from_child, min(n - got, 1 << 20))
             if not chunk:
@@ -365,12 +382,14 @@ def _child_main(fd_in: int, fd_out: int) -> None:
     import functools
     import importlib
     import linecache
+    import threading
     import traceback
     import types
 
     import torch
 
     import gpt_lab.attention, gpt_lab.data, gpt_lab.model, gpt_lab.train  # noqa: F401,E401
+    from gpt_lab_grader.borrowing import install_tripwire, loaded_sources
     from gpt_lab_grader.labs import scenarios as scenario_registry
     from gpt_lab_grader.submission import extract_definitions
 
@@ -391,45 +410,45 @@ def _child_main(fd_in: int, fd_out: int) -> None:
         (size,) = _HEADER.unpack(read_exactly(_HEADER.size))
         return _load(read_exactly(size))
 
+    replying = threading.Lock()
+    running: dict = {}  # the request in progress: {"what": ..., "start": CPU seconds at its start}
+
     def reply(**fields) -> None:
-        try:
-            payload = _dump(fields)
-        except Exception as exc:
-            payload = _dump({"ok": False, "error": "BadResult", "message": f"the result cannot be sent back ({exc})"})
-        _write_message(fd_out, payload)
+        with replying:
+            running.clear()
+            fields["cpu"] = float(time.process_time())
+            try:
+                payload = _dump(fields)
+            except Exception as exc:
+                payload = _dump({"ok": False, "error": "BadResult", "cpu": fields["cpu"],
+                                 "message": f"the result cannot be sent back ({exc})"})
+            _write_message(fd_out, payload)
+
+    def watchdog(limit_s: float) -> None:
+        """Stop a request that used more than `limit_s` CPU seconds: reply CallTimeout, then exit (the grader
+        starts a fresh child). CPU time, not wall time: a loaded machine does not change the grade."""
+        while True:
+            time.sleep(0.05)
+            current = dict(running)
+            if current and time.process_time() - current["start"] > limit_s and replying.acquire(blocking=False):
+                if running.get("start") == current["start"]:
+                    _write_message(fd_out, _dump({
+                        "ok": False, "error": "CallTimeout", "cpu": float(time.process_time()),
+                        "message": f"{current['what']} did not finish within {limit_s:g} CPU seconds "
+                                   "(an infinite loop? a very slow implementation?)"}))
+                    os._exit(0)
+                replying.release()
 
     init = receive()
-    # -- the tripwire
+    limit_s = float(init.get("call_cpu_s", 30.0))
+    threading.Thread(target=watchdog, args=(limit_s,), daemon=True, name="gpt-lab-watchdog").start()
+    # -- the tripwire: each reference reports when it runs, through any alias (borrowing.py)
 
-    def resolve(target: str):
-        module_name, _, attr = target.partition(":")
-        owner = importlib.import_module(module_name)
-        *parents, last = attr.split(".")
-        for part in parents:
-            owner = getattr(owner, part)
-        return owner, last
+    def hit(label: str) -> None:
+        if state.active:
+            state.flagged.append(f"`{state.active[-1]}` calls {label} instead of implementing it")
 
-    def trip(label: str, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            if state.active:
-                state.flagged.append(f"`{state.active[-1]}` calls {label} instead of implementing it")
-            return fn(*args, **kwargs)
-        del wrapper.__wrapped__  # no one-attribute way around the tripwire
-        return wrapper
-
-    for target in [*init["references"].values(), *init["forbidden"]]:
-        try:
-            owner, attr = resolve(target)
-            original = getattr(owner, attr)
-        except (ImportError, AttributeError):  # a renamed reference must not stop grading (tested in CI)
-            continue
-        label = target.replace(":", ".")
-        if isinstance(original, type):  # a class: flag constructing it
-            original.__init__ = trip(label, original.__init__)
-        else:
-            setattr(owner, attr, trip(label, original))
-
+    install_tripwire([*init["references"].values(), *init["forbidden"]], hit)
     importlib.import_module(init["scenario_module"])
 
     def student(name: str, fn):
@@ -445,9 +464,11 @@ def _child_main(fd_in: int, fd_out: int) -> None:
     # -- limits, then the guard: no student code has run yet
 
     apply_limits(init["memory_mb"], init["output_bytes"], init["cpu_s"], init["processes"])
-    install_guard(init["deny"], log=state.violations.append)
+    install_guard(init["deny"], log=state.violations.append, no_rerun=loaded_sources(("gpt_lab",)),
+                  read_only=init["read_only"], writable=init["writable"])
 
     names = list(init["names"])
+    running.update(what="loading the notebook's definitions", start=time.process_time() + 30.0)  # 30 s more
     extraction = extract_definitions(init["notebook"], names)
     namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
     missing = dict(extraction.missing)
@@ -530,6 +551,7 @@ def _child_main(fd_in: int, fd_out: int) -> None:
                 continue
             what = f"your code, in the check '{scenario_registry.describe(request['name'])}',"
             run = functools.partial(fn, impl, **request["kwargs"])
+        running.update(what=what, start=time.process_time())
         try:
             value = plain(run())
         except BaseException as exc:  # noqa: BLE001 (SystemExit and KeyboardInterrupt included)

@@ -7,7 +7,8 @@ of the lab's `scenarios.py` with the student's definitions plugged in. `gpt_lab_
 this module as a pytest plugin (`-p gpt_lab_grader.labs.adapters`), so the fixture reaches every check.
 
 Which notebook: $GPT_LAB_SUBMISSION, else the lab's solution notebook in $GPT_LAB_COURSE (default: the
-current directory). Limits come from $GPT_LAB_CALL_TIMEOUT, $GPT_LAB_MEMORY_MB, $GPT_LAB_DEADLINE,
+current directory). Limits come from $GPT_LAB_CALL_TIMEOUT (CPU seconds per call), $GPT_LAB_CPU_BUDGET
+(CPU seconds for all calls), $GPT_LAB_WALL_FACTOR, $GPT_LAB_MEMORY_MB, $GPT_LAB_DEADLINE (wall backstop),
 $GPT_LAB_DENY and $GPT_LAB_SANDBOXED (set by `gpt_lab_grader.checks.run_checks`).
 
 Also here: type-strict comparison helpers whose messages never print the expected values.
@@ -54,11 +55,13 @@ def open_sandbox(lab: str) -> Sandbox:
     course = os.environ.get("GPT_LAB_COURSE") or os.getcwd()
     notebook = os.environ.get("GPT_LAB_SUBMISSION") or spec.notebook(course)
     limits = Limits(call_timeout_s=float(os.environ.get("GPT_LAB_CALL_TIMEOUT", spec.call_timeout_s)),
-                    memory_mb=int(os.environ.get("GPT_LAB_MEMORY_MB", 4096)))
+                    memory_mb=int(os.environ.get("GPT_LAB_MEMORY_MB", 4096)),
+                    wall_factor=float(os.environ.get("GPT_LAB_WALL_FACTOR", Limits.wall_factor)))
+    budget = float(os.environ["GPT_LAB_CPU_BUDGET"]) if os.environ.get("GPT_LAB_CPU_BUDGET") else None
     deny = [p for p in os.environ.get("GPT_LAB_DENY", "").split(os.pathsep) if p]
     deadline = float(os.environ["GPT_LAB_DEADLINE"]) if os.environ.get("GPT_LAB_DEADLINE") else None
     return Sandbox(notebook, lab, limits, deny=deny, deadline=deadline, course=course,
-                   sandboxed=os.environ.get("GPT_LAB_SANDBOXED", "1") != "0")
+                   sandboxed=os.environ.get("GPT_LAB_SANDBOXED", "1") != "0", cpu_budget_s=budget)
 
 
 @pytest.fixture(scope="module")

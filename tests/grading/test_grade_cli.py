@@ -69,3 +69,32 @@ def test_bwrap_command_hides_the_course_and_the_hidden_checks(tmp_path):
     for check in REPO.glob("gpt_lab_grader/labs/*/checks.py"):
         assert ("--ro-bind", str(check)) in {(cmd[i], cmd[i + 2]) for i in range(len(cmd) - 2)}
         assert cmd[cmd.index(str(check)) - 1] == "/dev/null"
+
+
+def test_roster_gives_everyone_a_row_and_only_regrades_one(tmp_path):
+    """A roster: a student without a submission is "missing", LMS ids are kept; `--only` rewrites that row
+    alone. (Only unreadable notebooks here, so no student code runs.)"""
+    from gpt_lab_grader.report import read_grades_csv
+
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "amy.ipynb").write_text('{"cells": [')
+    roster = tmp_path / "class.csv"
+    roster.write_text("Student,SIS Login ID,ID\nPoints Possible,,\n\"Liddell, Amy\",amy,11\n\"Doe, Bob\",bob,22\n")
+    argv = ["1", str(tmp_path / "subs"), "--out", str(tmp_path / "out"), "--course", str(REPO), "--roster", str(roster),
+            "--no-progress"]
+    assert main(argv) == 0
+    table = read_grades_csv(tmp_path / "out" / "grades.csv")
+    assert {s: (r["status"], r["lms_user_id"], r["total"]) for s, r in table.items()} == \
+        {"amy": ("invalid", "11", "0"), "bob": ("missing", "22", "0")}
+    before = (tmp_path / "out" / "grades.csv").read_bytes()
+    page = (tmp_path / "out" / "feedback" / "amy.html").read_bytes()
+    assert main([*argv, "--only", "bob"]) == 0
+    assert (tmp_path / "out" / "grades.csv").read_bytes() == before
+    assert (tmp_path / "out" / "feedback" / "amy.html").read_bytes() == page
+
+
+def test_only_needs_an_earlier_run(tmp_path, capsys):
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "amy.ipynb").write_text("{}")
+    assert main(["1", str(tmp_path / "subs"), "--out", str(tmp_path / "out"), "--course", str(REPO), "--only", "amy"]) == 2
+    assert "holds no earlier run" in capsys.readouterr().err

@@ -39,8 +39,10 @@ def test_grades_csv_is_sorted_formatted_and_formula_safe(tmp_path):
     rows[1].student = "=cmd|calc"  # ids are sanitised by collect; messages are not under our control
     path = write_grades_csv(rows, tmp_path / "grades.csv")
     lines = path.read_text().splitlines()
-    assert lines[0] == "student,lab,nbgrader_score,hidden_score,total,max,status,sandbox,message"
-    assert lines[2] == "amy,lab01-attention,3,2,5,8,ok,bubblewrap,notebook tests failed: test-heads; 1 of 3 hidden checks failed"
+    assert lines[0] == ("student,lab,nbgrader_score,hidden_score,total,max,status,sandbox,message,lms_user_id,late,"
+                        "nb:test-sdpa,nb:test-heads,hidden:test_check_0,hidden:test_check_1,hidden:test_check_2")
+    assert lines[2] == ("amy,lab01-attention,3,2,5,8,ok,bubblewrap,notebook tests failed: test-heads; 1 of 3 hidden "
+                        "checks failed,,,3,0,1,1,0")
     table = read_grades_csv(path)
     assert list(table) == ["=cmd|calc", "amy", "zed"]
     assert table["zed"]["total"] == "8" and table["zed"]["message"] == "all tests and checks passed"
@@ -70,3 +72,15 @@ def test_distribution_figure(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     plot_distribution(rows, tmp_path / "again.png", "lab01-attention")
     assert (tmp_path / "again.png").read_bytes() == data
+
+
+def test_missing_and_review_rows(tmp_path):
+    """A student on the roster without a submission is "missing" (0); "review" keeps the points earned."""
+    missing = StudentResult("bob", "lab01-attention", nbgrader_max=5.0, hidden_max=3.0, lms_user_id="4411")
+    missing.flag("missing", "no submission")
+    review = result("amy", status_notes=[("review", "`f` has the same syntax tree as gpt_lab.x")])
+    review.late = "late"
+    assert (missing.total, missing.counts, review.total, review.status) == (0, False, 5, "review")
+    table = read_grades_csv(write_grades_csv([missing, review], tmp_path / "grades.csv"))
+    assert (table["bob"]["status"], table["bob"]["lms_user_id"], table["bob"]["nb:test-sdpa"]) == ("missing", "4411", "")
+    assert (table["amy"]["late"], table["amy"]["hidden:test_check_2"], table["amy"]["total"]) == ("late", "0", "5")

@@ -1,6 +1,7 @@
 """The sandbox runs a notebook's graded code in a limited child process: hostile code fails cleanly."""
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,6 +56,44 @@ def collate(sequences, pad_id, side="right", max_length=None, truncation_side="r
 '''
 
 
+BORROWING_ATTENTION = '''
+import importlib
+import types
+import gpt_lab.attention
+from gpt_lab.attention import scaled_dot_product_attention as _helper  # an alias under another name
+
+def scaled_dot_product_attention(q, k, v, mask=None, _keep=_helper):  # held by a default argument
+    cells = getattr(_keep, "__closure__", None)  # a wrapper's closure would hold the original
+    original = cells[0].cell_contents if cells else _keep
+    return original(q, k, v, mask)
+
+def split_heads(x, n_head):  # a method of the reference class, without constructing it
+    return gpt_lab.attention.MultiHeadAttention.split_heads(types.SimpleNamespace(n_head=n_head), x)
+
+def merge_heads(x):  # a fresh copy of the module
+    return importlib.reload(gpt_lab.attention).scaled_dot_product_attention(x, x, x)[0]
+
+def multi_head_attention(x, *args):  # through vars() of the module, found by name
+    return vars(importlib.import_module("gpt_lab." + "attention"))["scaled_dot_" + "product_attention"](x, x, x)
+'''
+
+BORROWING_MASKS = '''
+import functools
+from gpt_lab.model import causal_mask as _causal  # gpt_lab.model imported it before the grader armed it
+from gpt_lab.sft import collate as _collate
+
+def causal_mask(T, T_k=None, device=None):
+    return _causal(T, T_k, device)
+
+def padding_mask(attention_mask):
+    return (attention_mask == 0)[:, None, None, :]
+
+def collate(sequences, pad_id, side="right", max_length=None, truncation_side="right",
+            _impl=functools.partial(_collate)):  # a partial, made when the function is defined
+    return _impl(sequences, pad_id, side, max_length, truncation_side)
+'''
+
+
 def write_notebook(path, *sources):
     cells = [{"cell_type": "code", "source": s, "metadata": {}, "outputs": [], "execution_count": None}
              for s in sources]
@@ -66,14 +105,15 @@ def test_hostile_attention_lab(tmp_path):
     nb = write_notebook(tmp_path / "a.ipynb", "print('top-level code is skipped'); import sys; sys.exit(1)",
                         HOSTILE_ATTENTION.format(checks=LABS["lab01-attention"].check_file))
     x = torch.randn(2, 3, 4)
-    with Sandbox(nb, "lab01-attention", Limits(call_timeout_s=3, memory_mb=3000), course=REPO) as sandbox:
+    limits = Limits(call_timeout_s=3, memory_mb=3000, wall_factor=100)  # CPU seconds: the same on a loaded machine
+    with Sandbox(nb, "lab01-attention", limits, course=REPO) as sandbox:
         with pytest.raises(ReferenceCall, match="calls gpt_lab.attention.scaled_dot_product_attention"):
             sandbox.call("scaled_dot_product_attention", x, x, x)
         with pytest.raises(BadResult, match="subclass of torch.Tensor"):
             sandbox.call("split_heads", x, 2)
         with pytest.raises(ForbiddenOperation, match="open .*lab01_attention/checks.py"):
             sandbox.call("merge_heads", x)
-        with pytest.raises(CallTimeout, match="did not finish within 3 s"):
+        with pytest.raises(CallTimeout, match="did not finish within 3 CPU seconds"):
             sandbox.call("multi_head_attention", x)
         start = time.monotonic()
         with pytest.raises(CallTimeout):  # the same name fails at once the second time
@@ -114,3 +154,52 @@ def test_missing_and_broken_definitions(tmp_path):
     with Sandbox(nb, "lab03-teacher-forcing", Limits(call_timeout_s=20), course=REPO) as sandbox:
         with pytest.raises(MissingDefinition, match="`shift_labels` is not defined in the notebook"):
             sandbox.call("shift_labels", torch.tensor([[1]]))
+
+
+def test_reference_reached_by_any_path_is_flagged(tmp_path):
+    """An alias, a default argument, a closure, a method of the reference class, vars() of the module: each
+    call is flagged for the function that made it; reloading gpt_lab to get fresh copies is refused."""
+    x = torch.randn(2, 3, 4)
+    nb = write_notebook(tmp_path / "a.ipynb", BORROWING_ATTENTION)
+    with Sandbox(nb, "lab01-attention", Limits(call_timeout_s=20, memory_mb=3000), course=REPO) as sandbox:
+        with pytest.raises(ReferenceCall, match="`scaled_dot_product_attention` calls gpt_lab.attention.scaled_dot"):
+            sandbox.call("scaled_dot_product_attention", x, x, x)
+        with pytest.raises(ReferenceCall, match="`split_heads` calls gpt_lab.attention.MultiHeadAttention.split_heads"):
+            sandbox.call("split_heads", torch.randn(2, 3, 4), 2)
+        with pytest.raises(ForbiddenOperation, match="running gpt_lab's code again"):
+            sandbox.call("merge_heads", torch.randn(1, 2, 3, 4))
+        with pytest.raises(ReferenceCall, match="`multi_head_attention` calls"):
+            sandbox.call("multi_head_attention", x)
+    nb = write_notebook(tmp_path / "b.ipynb", BORROWING_MASKS)
+    with Sandbox(nb, "lab02-masking", Limits(call_timeout_s=20, memory_mb=3000), course=REPO) as sandbox:
+        with pytest.raises(ReferenceCall, match="`causal_mask` calls gpt_lab.attention.causal_mask"):
+            sandbox.call("causal_mask", 4)
+        with pytest.raises(ReferenceCall, match="`collate` calls gpt_lab.data.collate"):
+            sandbox.call("collate", [[1, 2], [3]], 0)
+        assert sandbox.call("padding_mask", torch.ones(2, 3)).shape == (2, 1, 1, 3)  # the rest is graded
+
+
+def test_writes_into_the_packages_and_the_course_are_refused(tmp_path):
+    import gpt_lab
+
+    package = Path(gpt_lab.__file__).parent
+    targets = [package / "pwned.py", REPO / "pwned.txt", REPO / "solutions" / "pwned.txt"]
+    code = f"""
+import os, shutil
+def causal_mask(T, T_k=None, device=None):
+    for path in {[str(t) for t in targets]!r}:
+        try:
+            open(path, "w").write("x")
+        except OSError:
+            pass
+    return None
+def padding_mask(attention_mask):
+    os.remove({str(package / "attention.py")!r})
+"""
+    nb = write_notebook(tmp_path / "w.ipynb", code)
+    with Sandbox(nb, "lab02-masking", Limits(call_timeout_s=20, memory_mb=3000), course=REPO) as sandbox:
+        with pytest.raises(ForbiddenOperation, match="open .*pwned.py .writing there"):
+            sandbox.call("causal_mask", 3)
+        with pytest.raises(ForbiddenOperation, match="os.remove .*attention.py"):
+            sandbox.call("padding_mask", torch.ones(1, 2))
+    assert not [t for t in targets if t.exists()] and (package / "attention.py").exists()
