@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LAB_PACKAGES = ("lab01_attention", "lab02_masking", "lab03_teacher_forcing", "lab04_decoding", "lab05_kv_cache",
-                "lab06_prompting", "lab07_sft")
+                "lab06_prompting", "lab07_sft", "lab08_tokenizer",
+                "lab09_assemble_gpt")
 HERE = Path(__file__).resolve().parent
 
 

@@ -72,6 +72,9 @@ def test_release_has_no_answers_hidden_tests_or_outputs(lab):
         assert not any(marker in text for marker in MARKERS), f"{lab}: a solution/hidden-test marker was released"
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, f"{lab}: outputs were released"
+        if cell["id"] in answers and cell["cell_type"] == "markdown":  # a written answer, graded by hand
+            assert text.strip() == "YOUR ANSWER HERE", f"{lab}: the answer of {cell['id']} was released"
+            continue
         if cell["id"] in answers:
             assert "raise NotImplementedError()" in text
             answer = re.search(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", answers[cell["id"]], re.S)
@@ -114,5 +117,7 @@ def test_nbgrader_autograde_full_marks_for_solution_zero_for_stub(course, lab):
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course_id="gpt-from-scratch") as gb:
         full, stub = gb.find_submission(lab, "solution"), gb.find_submission(lab, "stub")
         assert full.max_score == nbgrader_max_points(lab) > 0
-        assert full.score == full.max_score, f"the solution scores {full.score}/{full.max_score}"
+        written = sum(c["metadata"]["nbgrader"]["points"] for c in cells(solution(lab))  # graded by hand
+                      if c["cell_type"] == "markdown" and c.get("metadata", {}).get("nbgrader", {}).get("grade"))
+        assert full.score == full.max_score - written, f"the solution scores {full.score}/{full.max_score}"
         assert stub.score == 0
