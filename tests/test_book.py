@@ -200,6 +200,10 @@ INSPECT_PAGE = """
     links: [...document.querySelectorAll("a[href]")].map(a => a.getAttribute("href")),
     ids: [...document.querySelectorAll("[id], a[name]")].map(e => e.id || e.getAttribute("name")),
     text: content.innerText,
+    // what the executed cells printed, and any output the notebook renderer marked as an error
+    outputs: [...content.querySelectorAll(".cell_output, .output")].map(e => e.innerText),
+    errorOutputs: [...content.querySelectorAll(".output.traceback, .output.error, .output.stderr, " +
+                   "div.traceback, pre.traceback")].map(e => e.innerText.slice(0, 500)),
   };
 })()
 """
@@ -277,6 +281,50 @@ def test_page_renders(rendered, page):
             f"{page}: MathJax not loaded from the book ({facts['mathjaxSrc']})"
         assert facts["mjx"] >= facts["math"], f"{page}: {facts['math']} formulas but {facts['mjx']} rendered by MathJax"
         assert not facts["mjxErrors"], f"{page}: MathJax errors {facts['mjxErrors']}"
+
+
+# A Python error as a cell prints it: the traceback header, or "SomeError: message" at a line start.
+PYTHON_ERROR = re.compile(r"Traceback \(most recent call last\)|^(?:\w+\.)*\w*(?:Error|Exception): ", re.M)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_shows_no_python_error(rendered, page):
+    """No executed cell shows a traceback or an error message (with allow_errors false a failing
+    cell stops the build, but a cell can still print a caught exception's traceback)."""
+    if page not in rendered:
+        pytest.skip(f"{page} is a redirect to {_redirect_of(page)}")
+    facts = rendered[page]
+    assert not facts["errorOutputs"], f"{page}: error outputs on the page: {facts['errorOutputs']}"
+    shown = [m.group(0) for out in facts["outputs"] for m in [PYTHON_ERROR.search(out)] if m]
+    assert not shown, f"{page}: a cell output shows a Python error: {shown}"
+
+
+def _toc_files() -> list[str]:
+    """Every file named in _toc.yml (root and chapters), as book paths without a suffix."""
+    toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")
+    return re.findall(r"^\s*(?:-\s*)?(?:root|file):\s*(\S+)", toc, flags=re.M)
+
+
+def test_every_toc_page_opens(rendered):
+    """Every page of the table of contents was built and opened in the browser with a heading."""
+    for name in _toc_files():
+        page = f"{name}.html"
+        assert page in PAGES, f"{name} is in _toc.yml but {page} was not built"
+        assert page in rendered and rendered[page]["h1"], f"{page} did not open with a heading"
+    opened = set(rendered)
+    assert opened == {p for p in PAGES if not _redirect_of(p)}, "the browser did not open every page"
+
+
+def test_no_launch_button_to_a_service_that_cannot_run_the_chapters(rendered):
+    """Launch buttons are off (_config.yml): Colab cannot run MyST .md sources, and Binder's build
+    cannot be checked offline. No page links to either."""
+    config = (ROOT / "_config.yml").read_text(encoding="utf-8")
+    for key in ("colab_url", "binderhub_url", "jupyterhub_url"):
+        value = re.search(rf"^\s*{key}:\s*(.*)$", config, flags=re.M)
+        assert value is None or value.group(1).strip().strip("\"'") == "", f"_config.yml sets {key}"
+    for page, facts in rendered.items():
+        launch = [h for h in facts["links"] if "colab.research.google.com" in h or "mybinder.org" in h]
+        assert not launch, f"{page}: launch links {launch}"
 
 
 class _Anchors(HTMLParser):

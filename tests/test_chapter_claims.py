@@ -1,4 +1,4 @@
-"""Numbers and claims that chapters 1, 2, 3 and 6 state in their prose, recomputed from gpt_lab.
+"""Numbers and claims that chapters 1, 2, 3, 5 and 6 state in their prose, recomputed from gpt_lab.
 
 Each test computes the quoted number (GPT-2's tokenizer, random models, formulas; never the course
 model, whose numbers the chapters glue from their own cells) and checks that the chapter states it,
@@ -208,3 +208,126 @@ def test_cache_memory_exercise():
     assert nbytes == 301_989_888 and nbytes / 2**20 == 288
     assert quoted(text, 301_989_888) and "288 MiB" in text
     assert round(124_439_808 * 2 / 2**20) == 237 and "237 MiB" in text
+
+
+# ---------------------------------------------------------------- chapters 5: search and sampling
+
+def test_search_space_is_printed_not_compared_wrongly():
+    """|V|^n for the course vocabulary and 20 tokens is about 10^77: fewer than 10^80, so the old
+    'far more than the atoms' is gone and the prose glues what the cell prints."""
+    from gpt_lab.presets import course_tokenizer
+
+    text = chapter("05_decoding.md")
+    exponent = 20 * math.log10(course_tokenizer().n_vocab)
+    assert round(exponent) == 77 and exponent < 80
+    assert "far more than the roughly" not in text
+    assert "{glue:md}`search_count`" in text and "{glue:text}`search_exponent`" in text
+    assert 'print(f"|V|^n = {n_vocab}^{n} = 10^{exponent:.0f} sequences")' in text
+    years = exponent - 9 - math.log10(3600 * 24 * 365)
+    assert years > 10          # "the universe is about 10^10 years old": the search takes longer
+
+
+def test_search_exercise_work_count():
+    """Exercise 3: 20 steps x 4 beams x about 7,000 tokens is about 6 * 10^5 scores."""
+    from gpt_lab.presets import course_tokenizer
+
+    n_vocab = course_tokenizer().n_vocab
+    assert 6500 < n_vocab < 7500                                # "about 7,000"
+    assert round(20 * 4 * n_vocab, -5) == 600_000                # "about 6 * 10^5"
+    assert "20 \\times 4 \\times 7{,}000 \\approx 6 \\cdot 10^5" in chapter("05_decoding.md")
+
+
+def test_toy_beam_numbers():
+    """The toy: greedy 0.18, best 0.216 (city of light), capital <end> 0.12, length-normalised scores."""
+    text = chapter("05_decoding.md")
+    assert math.isclose(0.6 * 0.5 * 0.6, 0.18) and math.isclose(0.3 * 0.9 * 0.8, 0.216)
+    assert "$0.3 \\times 0.9 \\times 0.8 = 0.216$" in text
+    assert f"{0.6 * 0.7 * 0.6:.3f}" == "0.252" and "0.252" in text          # exercise 1
+    assert f"{math.log(0.12):.2f}" == "-2.12" and f"{math.log(0.216):.2f}" == "-1.53"
+    assert f"{math.log(0.12) / 2:.2f}" == "-1.06" and f"{math.log(0.216) / 4:.2f}" == "-0.38"
+    for quoted_number in ("-2.12", "-1.53", "-1.06", "-0.38"):
+        assert quoted_number in text
+
+
+def test_penalty_example_and_the_lectures_0320():
+    """Exact 0.3213 (0.321); the lecture's rounded logits give 0.3207 (still 0.321), so rounding does
+    not explain its 0.320; its four values add up to 0.999; 0.305 is 0.3056 cut."""
+    from gpt_lab.decoding import apply_penalties
+
+    text = chapter("05_sampling.md")
+    z = torch.tensor([0.8, 0.9, 0.1, 0.4])
+    history = [0, 1, 0, 2, 0, 0]
+    penalised = apply_penalties(z, history, frequency_penalty=1.1, presence_penalty=1.2)
+    rho = z / penalised
+    assert torch.allclose(rho, torch.tensor([1.6, 1.3, 1.3, 1.0]))
+    exact = penalised.softmax(-1)
+    rounded = torch.round(z / rho, decimals=2)
+    assert rounded.tolist() == pytest.approx([0.5, 0.69, 0.08, 0.4])
+    from_rounded = rounded.softmax(-1)
+    assert f"{exact[1]:.4f}" == "0.3213" and f"{from_rounded[1]:.4f}" == "0.3207"
+    assert f"{from_rounded[1]:.3f}" == "0.321"                   # rounding gives 0.321, not 0.320
+    assert [f"{p:.4f}" for p in exact] == ["0.2651", "0.3213", "0.1737", "0.2399"]
+    assert [f"{p:.4f}" for p in from_rounded] == ["0.2652", "0.3207", "0.1742", "0.2399"]
+    assert f"{sum([0.265, 0.320, 0.174, 0.240]):.3f}" == "0.999"
+    assert f"{z.softmax(-1)[0]:.4f}" == "0.3056"                 # the lecture's 0.305: cut, not rounded
+    assert math.floor(float(from_rounded[3]) * 1000) / 1000 == 0.239  # "the same cut turns 0.2399 into 0.239"
+    for number in ("0.3207", "0.2399", "0.239", "[0.265, 0.321, 0.174, 0.240]",
+                   "[0.2651, 0.3213, 0.1737, 0.2399]", "[0.2652, 0.3207, 0.1742, 0.2399]", "0.999"):
+        assert number in text, number
+    assert "because it rounds the divided logits" not in text      # the old, wrong explanation
+    for name in ("pen_exact_b", "pen_rounded_b", "pen_exact_a0", "pen_lecture_sum"):
+        assert f"{{glue:text}}`{name}" in text
+
+
+def test_sampling_exercise_numbers():
+    text = chapter("05_sampling.md")
+    z = torch.tensor([2.0, 1.0, 0.0])
+    for tau, expected in ((0.5, "[0.867, 0.117, 0.016]"), (1.0, "[0.665, 0.245, 0.090]"),
+                          (2.0, "[0.506, 0.307, 0.186]")):
+        q = (z / tau).softmax(-1)
+        assert "[" + ", ".join(f"{v:.3f}" for v in q) + "]" == expected and expected.replace(
+            "[", "$[").replace("]", "]$") in text
+    tail = 39 * 0.1 / 999
+    assert f"{tail:.4f}" == "0.0039" and f"{tail / (0.9 + tail):.1%}" == "0.4%"
+    assert "$0.0039$" in text and "about $0.4\\%$" in text
+
+
+def test_notation_in_the_decoding_chapters():
+    """Temperature is tau, the vocabulary |V|, the beam width b, the penalty divisor rho (notation table)."""
+    for name in ("05_decoding.md", "05_sampling.md"):
+        text = chapter(name)
+        assert "V^L" not in text and "$T = " not in text and "$T <" not in text and "$T >" not in text
+        assert "k_i" not in text and "$k = 2$" not in text
+    assert "\\tau" in chapter("05_sampling.md") and "\\rho_i" in chapter("05_sampling.md")
+    assert "$b = 2$" in chapter("05_decoding.md")
+
+
+# ---------------------------------------------------------------- chapters 4, 7, 8: exercises and prose
+
+def test_teacher_forcing_numbers():
+    text = chapter("04_teacher_forcing.md")
+    assert 512 * 1024 == 524_288
+    assert "524,288 tokens a\nbatch" in text or "524,288 tokens a batch" in text
+    assert 8 * 127 == 1016 and "8 \\times 127 = 1{,}016" in text
+    loss = (math.log(2) + math.log(4) + math.log(2) + math.log(8)) / 4
+    assert f"{loss:.3f}" == "1.213" and f"{math.exp(loss):.2f}" == "3.36" and math.isclose(math.exp(loss), 2 ** 1.75)
+    assert "1.213" in text and "3.36" in text
+    assert "$4 + 2 = 6$" in text
+    # the experiment's prose glues its numbers and the claim cell guards the comparison
+    for name in ("gd_final", "mb_final", "sgd_final", "gd_vocab", "gd_budget"):
+        assert f"{{glue:text}}`{name}" in text
+
+
+def test_prompting_exercise_numbers():
+    from gpt_lab.prompting import binomial_interval
+
+    text = chapter("07_prompting.md")
+    assert (256 - 16) // 5 == 48 and (1024 - 16) // 5 == 201
+    assert "48 tokens for\n   $L = 256$ and 201 tokens" in text
+    low, high = binomial_interval(0, 40)
+    assert low == 0.0 and f"{high:.1%}" == "8.8%" and "about 0% to 8.8%" in text
+    assert round(99 * 1.96 ** 2) == 380 and binomial_interval(0, 381)[1] < 0.01 <= binomial_interval(0, 379)[1]
+
+
+def test_sft_exercise_numbers():
+    assert 40 + 6 - 1 == 45 and "$40 + 6 - 1 = 45$" in chapter("08_sft.md")
