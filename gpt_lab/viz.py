@@ -274,16 +274,15 @@ def plot_time_per_token(result: dict, ax: Axes | None = None) -> Axes:
     return ax
 
 
-def claim(what: str, value: float, low: float, high: float) -> float:
+def claim(what: str, value: float, low: float, high: float) -> None:
     """Check a number the book's prose states: `low <= value <= high`, or the build fails.
 
     The text says what the shipped course model does (for example "above 90%"); this cell makes
     sure it still does. Under GPT_LAB_FAST=1 the chapters run on a tiny model for which the prose
-    does not hold, so nothing is checked there. Returns `value`.
+    does not hold, so nothing is checked there.
     """
     from gpt_lab.presets import fast_mode
 
     if not fast_mode() and not low <= value <= high:
         raise AssertionError(f"the text says {what} lies in [{low}, {high}], but this build measured {value}: "
                              "the model or the code changed, so fix the text and this range together")
-    return value
