@@ -52,6 +52,26 @@ def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: 
     return 2 * n**3 / best
 
 
+def step_seconds(model, optimizer, x: torch.Tensor, y: torch.Tensor, device: torch.device, cpu_bf16: bool,
+                 steps: int, warmup: int = 2) -> float:
+    """Mean wall time of one training step (forward, backward, optimizer) after `warmup` untimed ones."""
+    def step():
+        with autocast(device, cpu_bf16):
+            _, loss = model(x, targets=y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t) / steps
+
+
 def train_throughput(preset: str, device: torch.device, written_out: bool, vocab_size: int, steps: int = 5,
                      cpu_bf16: bool = False) -> dict:
     spec = PRESETS[preset]
@@ -59,22 +79,7 @@ def train_throughput(preset: str, device: torch.device, written_out: bool, vocab
     model = GPT(config, attention_fn=scaled_dot_product_attention if written_out else None).to(device)
     optimizer = configure_optimizer(model, 1e-3)
     x = torch.randint(0, vocab_size, (spec.batch_size, spec.block_size), device=device)
-
-    def step():
-        with autocast(device, cpu_bf16):
-            _, loss = model(x, targets=x)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(2):
-        step()
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    seconds = (time.perf_counter() - t) / steps
+    seconds = step_seconds(model, optimizer, x, x, device, cpu_bf16, steps)
     tokens_per_s = x.numel() / seconds
     flops_per_token = 6 * model.num_params() + 12 * config.n_layer * config.n_embd * config.block_size
     return {"preset": preset, "device": device.type, "attention": "written-out" if written_out else "fused",
@@ -100,21 +105,7 @@ def vs_nanogpt(device: torch.device, steps: int, compile_too: bool = True) -> li
     rows = []
 
     def timed(name: str, net, optimizer, cpu_bf16: bool) -> None:
-        def step():
-            with autocast(device, cpu_bf16):
-                _, loss = net(x, targets=y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        for _ in range(3):
-            step()
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        _sync(device)
-        seconds = (time.perf_counter() - t) / steps
+        seconds = step_seconds(net, optimizer, x, y, device, cpu_bf16, steps, warmup=3)
         rows.append({"model": name, "precision": PRECISION[compute_dtype(device, cpu_bf16)],
                      "tokens_per_s": x.numel() / seconds})
         print(f"{name:<44} {rows[-1]['precision']:<6} {rows[-1]['tokens_per_s']:>10.0f}", flush=True)
