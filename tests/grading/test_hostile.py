@@ -7,23 +7,33 @@ submissions in the same batch unaffected (they are graded again on their own and
 """
 import ast
 import copy
+import hashlib
+import inspect
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import zipfile
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from grader import LABS, REPO, collect_checks, nbgrader_max_points, release, solution
 
+import gpt_lab
+import gpt_lab.attention
+import gpt_lab_grader
 from gpt_lab_grader.report import read_grades_csv
 
 LAB = "lab01-attention"
 SPEC = LABS[LAB]
-TIMEOUT_S = 20  # per cell; the infinite loop costs two cells and two sandbox calls
+TIMEOUT_S = 10  # CPU seconds per cell and per call; the infinite loop costs two cells and two sandbox calls
 MEMORY_MB = 3072
+GRADE_WALL_S = 3600  # a backstop for a whole run: the limits inside count CPU time, and this machine may be busy
 
 SDPA = '''def scaled_dot_product_attention(q, k, v, mask=None):
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
@@ -48,6 +58,11 @@ MHA = '''def multi_head_attention(x, c_attn_weight, c_attn_bias, c_proj_weight, 
 CORRECT = {"sdpa": SDPA, "heads": SPLIT + "\n\n\n" + MERGE, "mha": MHA}
 SOLUTION = solution(LAB)
 NBGRADER_MAX = nbgrader_max_points(LAB)
+_TMP = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpt-lab-hostile-{os.getpid()}"
+SOLUTION_COPIES = [_TMP / "elsewhere" / "old-course" / f"{LAB}.ipynb",  # a copy somewhere on disk
+                   _TMP / "home" / "Downloads" / "answers.ipynb"]  # and one in the grader's $HOME
+WRITE_TARGETS = [Path(gpt_lab.__file__).parent / "pwned.py", Path(gpt_lab_grader.__file__).parent / "labs" / "pwned.py",
+                 REPO / "pwned.txt", REPO / "solutions" / "pwned.txt"]
 
 
 def released():
@@ -166,24 +181,179 @@ for attempt in (lambda: sqlite3.connect("../gradebook.db").execute("update grade
 def scaled_dot_product_attention(q, k, v, mask=None):
     return _sdpa(q, k, v, mask)'''
     nbs["cheat"] = fill(**{**CORRECT, "sdpa": cheat})
+
+    borrow_sdpa = '''import gpt_lab.attention
+from gpt_lab.attention import scaled_dot_product_attention as _helper  # an alias under another name
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, _keep=_helper):  # held by a default argument
+    cells = getattr(_keep, "__closure__", None)  # a wrapping tripwire would hold the original in its closure
+    original = cells[0].cell_contents if cells else _keep
+    return original(q, k, v, mask)'''
+    borrow_heads = '''import types
+
+
+def split_heads(x, n_head):  # a method of the reference class, without constructing it
+    return gpt_lab.attention.MultiHeadAttention.split_heads(types.SimpleNamespace(n_head=n_head), x)
+
+
+''' + MERGE
+    nbs["borrow"] = fill(**{**CORRECT, "sdpa": borrow_sdpa, "heads": borrow_heads})
+
+    copied = inspect.getsource(gpt_lab.attention.scaled_dot_product_attention)
+    copied = re.sub(r'"""(.|\n)*?"""', '"""My own attention (honest)."""', copied, count=1)
+    for old_name, new_name in (("scores", "s"), ("weights", "w"), ("empty", "nothing_to_see")):
+        copied = re.sub(rf"\b{old_name}\b", new_name, copied)
+    copied = copied.replace("q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None",
+                            "q, k, v, mask=None").replace(" -> tuple[torch.Tensor, torch.Tensor]", "")
+    nbs["copycat"] = fill(**{**CORRECT, "sdpa": "import math\n\n\n" + copied})
+
+    package, targets = Path(gpt_lab.__file__).parent, [str(t) for t in WRITE_TARGETS]
+    write_all = f"""for _path in {targets!r}:
+        try:
+            with open(_path, "w") as _f:
+                _f.write("pwned")
+        except OSError:
+            pass"""
+    nbs["writer"] = with_cell(fill(**{**CORRECT, "sdpa": SDPA.replace("    scores =", f"    {write_all}\n    scores =", 1)}),
+                              "sdpa", "import os, shutil\n" + write_all.replace("\n    ", "\n") + f"""
+for _attempt in (lambda: os.remove({str(package / "attention.py")!r}),
+                 lambda: shutil.rmtree({str(REPO / "labs")!r})):
+    try:
+        _attempt()
+    except OSError as exc:
+        print("no luck:", exc)""")
+
+    places = [str(p) for p in SOLUTION_COPIES]
+    search = f"""import os
+for _root in [os.path.expanduser("~"), "/tmp", "/root", "/home", *{[str(Path(p).parent) for p in places]!r}]:
+    for _dir, _, _files in os.walk(_root):
+        for _name in _files:
+            _path = os.path.join(_dir, _name)
+            try:
+                if os.path.isfile(_path) and "BEGIN SOLUTION" in open(_path, errors="replace").read(1 << 20):
+                    print("FOUND", _path)
+            except OSError:
+                pass"""
+    peek = f"""    for _path in {places!r}:
+        try:
+            open(_path).read()
+            return None, None  # found a copy: this answer is not graded right
+        except OSError:
+            pass
+    scores ="""
+    nbs["finder"] = with_cell(fill(**{**CORRECT, "sdpa": SDPA.replace("    scores =", peek, 1)}), "sdpa", search)
+
+    dial = """    try:
+        import socket
+        socket.create_connection(("127.0.0.1", PORT), timeout=2).sendall(b"stolen")
+    except Exception as exc:
+        print("no luck:", exc)"""
+    nbs["socket"] = with_cell(fill(**{**CORRECT, "sdpa": SDPA.replace("    scores =", dial + "\n    scores =", 1)}),
+                              "sdpa", "PORT = 0\n" + dial.replace("\n    ", "\n").strip())
+    fork = """    try:
+        import os
+        if os.fork() == 0:
+            os._exit(0)
+    except Exception as exc:
+        print("no luck:", exc)"""
+    spawn = """import multiprocessing, subprocess
+for _attempt in (lambda: multiprocessing.Process(target=print).start(), lambda: subprocess.run(["true"])):
+    try:
+        _attempt()
+    except Exception as exc:
+        print("no luck:", exc)"""
+    forker = fill(**{**CORRECT, "heads": SPLIT + "\n\n\n" + MERGE.replace("    B, H, T, D", fork + "\n    B, H, T, D", 1)})
+    nbs["forker"] = with_cell(forker, "heads", spawn + "\n" + fork.replace("\n    ", "\n").strip())
     return nbs
+
+
+def _socket_notebooks(nbs, port):
+    """The socket student dials the test's own listening port."""
+    nb = nbs["socket"]
+    for cell in nb.cells:
+        cell.source = cell.source.replace("PORT = 0", f"PORT = {port}").replace('"127.0.0.1", PORT', f'"127.0.0.1", {port}')
+    return nbs
+
+
+def _snapshot(*folders):
+    """{path: (size, mtime, sha256)} of every file under `folders` (what a hostile run must leave unchanged)."""
+    state = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                data = path.read_bytes()
+                state[str(path)] = (len(data), path.stat().st_mtime_ns, hashlib.sha256(data).hexdigest())
+    return state
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 that records every connection (none must arrive from a sandbox)."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.5)
+        self.port = self.server.getsockname()[1]
+        self.received, self.stop = [], threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                continue
+            self.received.append(conn.recv(100))
+            conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.server.close()
+
+
+def grade_archive(archive, out, env=None):
+    """`gpt-lab-grade` on the archive, as an instructor runs it (--jobs 2)."""
+    proc = subprocess.run([sys.executable, "-m", "gpt_lab_grader", LAB, str(archive), "--course", str(REPO), "--out",
+                           str(out), "--jobs", "2", "--timeout", str(TIMEOUT_S), "--memory-mb", str(MEMORY_MB),
+                           "--no-progress", "--wall-factor", "100"],
+                          capture_output=True, text=True, timeout=GRADE_WALL_S, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    """Grade all hostile notebooks in one run; {student: row}, plus the output folder."""
+    """Grade all hostile notebooks in one run; {student: row}, plus the output folder.
+
+    Copies of the solution lie outside the course (elsewhere on disk, and in the grader's $HOME), a server
+    listens on localhost; the packages and the course are snapshotted before and compared after."""
     root = tmp_path_factory.mktemp("hostile")
+    for copy_path in SOLUTION_COPIES:
+        copy_path.parent.mkdir(parents=True, exist_ok=True)
+    home = SOLUTION_COPIES[1].parent
+    listener = Listener()
     archive = root / "canvas-download.zip"
+    nbs = _socket_notebooks(hostile_notebooks(), listener.port)
     with zipfile.ZipFile(archive, "w") as z:  # Canvas names: <student>_<user id>_<submission id>_<file>
-        for i, (student, nb) in enumerate(sorted(hostile_notebooks().items())):
+        for i, (student, nb) in enumerate(sorted(nbs.items())):
             data = nb if isinstance(nb, bytes) else nbformat.writes(nb).encode()
-            z.writestr(f"{student}_{1000 + i}_{5000 + i}_{LAB}.ipynb", data)
-    out = root / "out"
-    proc = subprocess.run([sys.executable, "-m", "gpt_lab_grader", LAB, str(archive), "--course", str(REPO), "--out", str(out),
-                           "--jobs", "2", "--timeout", str(TIMEOUT_S), "--memory-mb", str(MEMORY_MB), "--no-progress"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return read_grades_csv(out / "grades.csv"), out, archive
+            late = "late_" if student == "partial" else ""
+            z.writestr(f"{student}_{late}{1000 + i}_{5000 + i}_{LAB}.ipynb", data)
+    for copy_path in SOLUTION_COPIES:
+        copy_path.write_bytes(SOLUTION.read_bytes())
+    watched = [Path(gpt_lab.__file__).parent, Path(gpt_lab_grader.__file__).parent, REPO / "solutions", REPO / "labs"]
+    before, archive_bytes = _snapshot(*watched), archive.read_bytes()
+    env = dict(os.environ, HOME=str(home), MPLCONFIGDIR=os.path.expanduser("~/.config/matplotlib"))
+    try:
+        out = grade_archive(archive, root / "out", env)
+    finally:
+        listener.close()
+    untouched = {"packages and course": _snapshot(*watched) == before, "archive": archive.read_bytes() == archive_bytes,
+                 "copies": all(p.read_bytes() == SOLUTION.read_bytes() for p in SOLUTION_COPIES),
+                 "no connection": listener.received == []}
+    return read_grades_csv(out / "grades.csv"), out, archive, untouched, env
 
 
 def feedback(out, student):
@@ -216,7 +386,7 @@ def score(batch, student):
 
 
 def test_every_student_has_a_row(batch):
-    table, out, _ = batch
+    table, out = batch[:2]
     assert sorted(table) == sorted(hostile_notebooks())
     full = NBGRADER_MAX + SPEC.hidden_max_points
     assert {r["max"] for r in table.values()} == {f"{full:g}"}
@@ -336,10 +506,81 @@ def test_output_flood_is_capped_and_sys_exit_fails_one_cell(batch):
     assert '"ename": "SystemExit"' in text  # the sys.exit cell failed, the kernel went on
 
 
-def test_calling_the_reference_is_rejected(batch):
+def test_calling_the_reference_costs_that_function(batch):
+    """A call of the reference scores 0 for the function that makes it (its notebook tests too), not the lab."""
     r = row(batch, "cheat")
-    assert (r["status"], r["total"]) == ("rejected", "0")
-    assert "instead of implementing it" in r["message"]
+    assert r["status"] == "review" and "instead of implementing it" in r["message"]
+    cells = points(batch[1], "cheat")
+    assert cells["test-sdpa"][0] == 0 and "calls gpt_lab&#x27;s reference" in cells["test-sdpa"][2]  # HTML-escaped
+    assert hidden_points(batch[1], "cheat", "test_sdpa") == 0
+    assert cells["test-heads"][:2] == (2, 2) and hidden_points(batch[1], "cheat", "test_split_heads") == hidden_max("test_split_heads")
+    assert 0 < float(r["total"]) < float(r["max"])
+
+
+def test_reference_reached_through_an_alias_a_method_and_a_closure(batch):
+    r = row(batch, "borrow")
+    assert r["status"] == "review"
+    cells = points(batch[1], "borrow")
+    assert hidden_points(batch[1], "borrow", "test_sdpa") == 0
+    assert hidden_points(batch[1], "borrow", "test_split_heads") == 0
+    assert "`split_heads` calls gpt_lab.attention.MultiHeadAttention.split_heads" in feedback(batch[1], "borrow")
+    assert "`scaled_dot_product_attention` calls gpt_lab.attention.scaled_dot_product_attention" in \
+        feedback(batch[1], "borrow")
+    assert cells["test-sdpa"][0] == 0 and cells["test-heads"][0] == 0
+    assert hidden_points(batch[1], "borrow", "test_merge_heads") == hidden_max("test_merge_heads") > 0
+
+
+def test_a_copy_of_the_reference_is_marked_for_review_not_zeroed(batch):
+    r = row(batch, "copycat")
+    assert r["status"] == "review" and "same syntax tree as gpt_lab.attention.scaled_dot_product_attention" in r["message"]
+    assert score(batch, "copycat")[:2] == (NBGRADER_MAX, SPEC.hidden_max_points)
+    assert row(batch, "correct")["status"] == "ok"  # an answer written differently is not flagged
+
+
+def test_writes_into_the_packages_and_the_course_are_rejected(batch):
+    r = row(batch, "writer")
+    assert (r["status"], r["total"]) == ("rejected", "0") and "writing there" in r["message"]
+    assert not [t for t in WRITE_TARGETS if t.exists()]
+    assert batch[3]["packages and course"], "a submission changed the installed packages or the course"
+
+
+def test_copies_of_the_solution_elsewhere_are_out_of_reach(batch):
+    """Copies outside the course and in $HOME are not mounted in the sandbox: the search finds nothing, and
+    the answer (which would break if it could read one) is graded right."""
+    assert score(batch, "finder") == (NBGRADER_MAX, SPEC.hidden_max_points, "ok")
+    executed = batch[1] / "workspace" / "finder" / "autograded" / "finder" / LAB / f"{LAB}.ipynb"
+    assert "FOUND /" not in executed.read_text()  # what the search prints for a copy it could read
+    assert batch[3]["copies"]
+
+
+def test_sockets_reach_nothing_and_are_rejected_in_the_checks(batch):
+    r = row(batch, "socket")
+    assert (r["status"], r["total"]) == ("rejected", "0") and "socket" in r["message"]
+    assert batch[3]["no connection"], "a sandboxed notebook reached a server on localhost"
+
+
+def test_forking_is_rejected(batch):
+    r = row(batch, "forker")
+    assert (r["status"], r["total"]) == ("rejected", "0") and "os.fork" in r["message"]
+    log = (batch[1] / "workspace" / "forker" / "guard.log").read_text()
+    assert "os.fork" in log or "_posixsubprocess.fork_exec" in log or "subprocess.Popen" in log
+
+
+def test_lms_user_id_and_late_flag_are_kept(batch):
+    table = batch[0]
+    assert table["partial"]["late"] == "late" and table["correct"]["late"] == ""
+    assert table["correct"]["lms_user_id"].isdigit()
+    assert table["partial"]["hidden:test_split_heads[2-5-12-3]"] == "0"
+    assert table["correct"]["nb:test-sdpa"] == "3"
+
+
+def test_a_second_run_gives_the_same_csv(batch, tmp_path):
+    """The whole batch graded again (--jobs 2, the machine as loaded as it is): the same bytes."""
+    first = (batch[1] / "grades.csv").read_bytes()
+    again = grade_archive(batch[2], tmp_path / "again", batch[4])
+    assert (again / "grades.csv").read_bytes() == first
+    for student in batch[0]:
+        assert feedback(again, student) == feedback(batch[1], student), student
 
 
 def _secret_lines():
@@ -365,19 +606,22 @@ def test_feedback_never_shows_hidden_tests_or_answers(batch):
         assert not leaked, f"{student}'s feedback shows {leaked[:3]}"
 
 
-def test_others_are_unaffected_and_regrading_is_identical(batch, tmp_path):
-    """Grade a well-behaved notebook again, alone: the same row and the same feedback page."""
-    table, out, archive = batch
-    alone = tmp_path / "alone.zip"
-    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(alone, "w") as dst:
-        for info in src.infolist():
-            if info.filename.startswith("partial_"):
-                dst.writestr(info, src.read(info))
-    proc = subprocess.run([sys.executable, "-m", "gpt_lab_grader", LAB, str(alone), "--course", str(REPO), "--out",
-                           str(tmp_path / "out"), "--jobs", "2", "--timeout", str(TIMEOUT_S), "--memory-mb", str(MEMORY_MB),
-                           "--no-progress"],
-                          capture_output=True, text=True, timeout=600)
+def test_only_regrades_one_student_and_touches_nothing_else(batch, tmp_path):
+    """`--only partial` on a copy of the run: that row and page are graded again (the same), every other
+    student's row, page and workspace is left as it was."""
+    table, out, archive = batch[:3]
+    copy_out = tmp_path / "out"
+    subprocess.run(["cp", "-a", str(out), str(copy_out)], check=True)
+    kept = _snapshot(copy_out / "feedback", copy_out / "workspace" / "correct")
+    page = copy_out / "feedback" / "partial.html"
+    page.write_text("stale")
+    proc = subprocess.run([sys.executable, "-m", "gpt_lab_grader", LAB, str(archive), "--course", str(REPO), "--out",
+                           str(copy_out), "--only", "partial", "--jobs", "2", "--timeout", str(TIMEOUT_S),
+                           "--memory-mb", str(MEMORY_MB), "--no-progress", "--wall-factor", "100"],
+                          capture_output=True, text=True, timeout=GRADE_WALL_S, env=batch[4])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    again = read_grades_csv(tmp_path / "out" / "grades.csv")
-    assert list(again) == ["partial"] and again["partial"] == table["partial"]
-    assert feedback(tmp_path / "out", "partial") == feedback(out, "partial")
+    assert (copy_out / "grades.csv").read_bytes() == (out / "grades.csv").read_bytes()
+    assert feedback(copy_out, "partial") == feedback(out, "partial")
+    now = _snapshot(copy_out / "feedback", copy_out / "workspace" / "correct")
+    assert {k: v for k, v in now.items() if not k.endswith("partial.html")} == \
+        {k: v for k, v in kept.items() if not k.endswith("partial.html")}
