@@ -546,10 +546,16 @@ def test_writes_into_the_packages_and_the_course_are_rejected(batch):
 
 def test_copies_of_the_solution_elsewhere_are_out_of_reach(batch):
     """Copies outside the course and in $HOME are not mounted in the sandbox: the search finds nothing, and
-    the answer (which would break if it could read one) is graded right."""
-    assert score(batch, "finder") == (NBGRADER_MAX, SPEC.hidden_max_points, "ok")
+    the answer (which would break if it could read one) is graded right. Where the course itself lies under a
+    folder the search walks (a clone in /tmp, as CI may make), the walk reaches the course's masked files and
+    the audit hook refuses that read: then the submission is rejected with the hook's message, which the
+    issue allows ("graded right or rejected with a clear message"). Either way nothing is found."""
+    r = row(batch, "finder")
+    refused = r["status"] == "rejected" and "the grader does not allow" in r["message"]
+    assert refused or score(batch, "finder") == (NBGRADER_MAX, SPEC.hidden_max_points, "ok"), r
     executed = batch[1] / "workspace" / "finder" / "autograded" / "finder" / LAB / f"{LAB}.ipynb"
-    assert "FOUND /" not in executed.read_text()  # what the search prints for a copy it could read
+    # what the search prints for a copy it could read (a rejected run may stop before a notebook is written)
+    assert not executed.exists() or "FOUND /" not in executed.read_text()
     assert batch[3]["copies"]
 
 
