@@ -551,11 +551,14 @@ def test_copies_of_the_solution_elsewhere_are_out_of_reach(batch):
     the audit hook refuses that read: then the submission is rejected with the hook's message, which the
     issue allows ("graded right or rejected with a clear message"). Either way nothing is found."""
     r = row(batch, "finder")
-    refused = r["status"] == "rejected" and "the grader does not allow" in r["message"]
+    refused = r["status"] == "rejected" and ("denied" in r["message"] or "does not allow" in r["message"])
     assert refused or score(batch, "finder") == (NBGRADER_MAX, SPEC.hidden_max_points, "ok"), r
     executed = batch[1] / "workspace" / "finder" / "autograded" / "finder" / LAB / f"{LAB}.ipynb"
-    # what the search prints for a copy it could read (a rejected run may stop before a notebook is written)
-    assert not executed.exists() or "FOUND /" not in executed.read_text()
+    # what the search prints for a copy it could read (a rejected run may stop before a notebook is written);
+    # files that merely contain the marker (nbgrader's own test fixtures in the venv, the release code) do not count
+    text = executed.read_text() if executed.exists() else ""
+    secret = [str(p) for p in SOLUTION_COPIES] + [str(REPO / "solutions"), str(REPO / "tests")]
+    assert not any(f"FOUND {place}" in text for place in secret)
     assert batch[3]["copies"]
 
 
