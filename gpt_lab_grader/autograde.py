@@ -27,7 +27,7 @@ from pathlib import Path
 from gpt_lab_grader.kernel import ENV as KERNEL_ENV
 from gpt_lab_grader.confine import WALL_FACTOR, protected_paths, read_only_paths
 from gpt_lab_grader.kernel import KERNEL_NAME, write_kernelspec
-from gpt_lab_grader.results import Result
+from gpt_lab_grader.results import MANUAL, Result
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 OUTPUT_BYTES = 1_000_000  # printed output kept per notebook (by the kernel; twice that here, as a backstop)
 KERNEL_START_CPU_S = 120  # CPU seconds a kernel may spend on top of the notebook's time limit (imports, start)
@@ -41,9 +41,13 @@ class Course:
     lab: str
     root: Path
     source: Path | None = None  # the instructor's course folder (its nbgrader_config.py)
-    cells: dict[str, float] = field(default_factory=dict)  # grade cell id -> points, in notebook order
+    cells: dict[str, float] = field(default_factory=dict)  # autograded test cell id -> points, in notebook order
     checksums: dict[str, str] = field(default_factory=dict)  # locked cell id -> checksum of its released source
     warnings: list[str] = field(default_factory=list)
+    # hand-graded cells (written answers, nbgrader "manual" answer and task cells) -> points, in notebook order:
+    # nbgrader gives them no automatic score, so they are reported apart, as points still to be graded
+    manual: dict[str, float] = field(default_factory=dict)
+    blanks: dict[str, str] = field(default_factory=dict)  # manual answer cell id -> checksum of its released stub
 
     @property
     def gradebook(self) -> Path:
@@ -51,7 +55,13 @@ class Course:
 
     @property
     def max_points(self) -> float:
+        """Points of the autograded test cells (the written answers are not among them: see `manual_max`)."""
         return float(sum(self.cells.values()))
+
+    @property
+    def manual_max(self) -> float:
+        """Points of the hand-graded cells, which an instructor grades after the run."""
+        return float(sum(self.manual.values()))
 
 
 def nbgrader_config(root: Path, gradebook: Path, course: Path | None = None):
@@ -87,11 +97,19 @@ def prepare_course(lab: str, source: Path, release: Path | None, root: Path, cou
     if not outcome["success"]:
         raise RuntimeError(f"nbgrader generate_assignment {lab} failed:\n{outcome.get('error', '')[-2000:]}")
     prepared = Course(lab, root, course)
+    manual = manual_cells(root / "solutions" / lab / f"{lab}.ipynb")
     with Gradebook(config.CourseDirectory.db_url) as gb:
         notebook = gb.find_notebook(lab, lab)
-        points = {c.name: float(c.max_score) for c in notebook.grade_cells}
-        prepared.cells = {c.name: points[c.name] for c in notebook.source_cells if c.name in points}  # in order
-    prepared.checksums = _checksums(root / "labs" / lab / f"{lab}.ipynb")  # as released to students
+        points = {c.name: float(c.max_score) for c in [*notebook.grade_cells, *notebook.task_cells]}
+        ordered = [c.name for c in notebook.source_cells if c.name in points]
+        ordered += [name for name in points if name not in ordered]  # task cells have no source cell
+        prepared.cells = {name: points[name] for name in ordered if name not in manual}  # in order
+        prepared.manual = {name: points[name] for name in ordered if name in manual}
+    released = root / "labs" / lab / f"{lab}.ipynb"
+    prepared.checksums = _checksums(released)  # as released to students
+    prepared.blanks = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"].get("checksum", "")
+                       for c in json.loads(released.read_text())["cells"]
+                       if _grade_id(c) in prepared.manual and c["metadata"]["nbgrader"].get("solution")}
     write_kernelspec(root)
     subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], check=True,  # the font cache, once
                    env=dict(os.environ, MPLCONFIGDIR=str(root / "matplotlib")), stdout=subprocess.DEVNULL)
@@ -126,6 +144,45 @@ def warm_cache(notebook: Path, cache: Path, timeout_s: float) -> None:
     with tempfile.TemporaryDirectory(prefix="gpt_lab_warm_") as tmp:
         NotebookClient(nbformat.read(notebook, as_version=4), timeout=int(timeout_s), kernel_name="python3",
                        allow_errors=True, resources={"metadata": {"path": tmp}}).execute()
+
+
+def manual_cells(notebook: Path) -> set[str]:
+    """Ids of the notebook's hand-graded cells, as nbgrader decides (`nbgrader.utils.determine_grade`): a graded
+    answer cell (grade + solution: a written answer, or code graded by reading it), a graded markdown cell, and a
+    task cell. nbgrader's autograde gives them no score (`auto_score` None) but counts their points in the
+    maximum; only a graded code cell that is not an answer (a test cell) is scored automatically."""
+    out = set()
+    for cell in json.loads(Path(notebook).read_text())["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("task") or (meta.get("grade") and (meta.get("solution") or cell.get("cell_type") != "code")):
+            out.add(meta["grade_id"])
+    return out
+
+
+def written_answers(course: Course, notebook: Path) -> list[Result]:
+    """The hand-graded cells of a submitted notebook, as records that score nothing yet: error `MANUAL` ("to be
+    graded by hand") for an answer the student wrote, and "" for one left as released (nbgrader scores an
+    unchanged answer 0) or deleted. Task cells always wait for the instructor. Reads the file only."""
+    import nbformat
+    from nbgrader.utils import compute_checksum
+
+    try:
+        cells = {_grade_id(c): c for c in nbformat.read(notebook, as_version=4).cells if _grade_id(c)}
+    except Exception:  # noqa: BLE001 - an unreadable notebook has no answers (its row says why)
+        cells = {}
+    out = []
+    for name, points in course.manual.items():
+        if name not in course.blanks:  # a task cell: the answer is wherever the student put it
+            out.append(Result(name, 0.0, points, False, "to be graded by hand", MANUAL))
+            continue
+        cell = cells.get(name)
+        try:
+            blank = cell is None or compute_checksum(cell) == course.blanks[name]
+        except Exception:  # noqa: BLE001 - malformed metadata: let the instructor look
+            blank = False
+        out.append(Result(name, 0.0, points, False, "not answered: 0 points" if blank else "to be graded by hand",
+                          "" if blank else MANUAL))
+    return out
 
 
 def _checksums(path: Path) -> dict[str, str]:

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve() if args.out else find_course(args.course) / "grading" / resolve_lab(args.lab)
     width = max(len(r.student) for r in results)
     for r in results:
-        print(f"{r.student:<{width}}  {r.total:6.2f} / {r.max:g}  {r.status:<8}  {r.message[:100]}")
+        by_hand = f" + {r.manual_pending:g} by hand" if r.manual_pending else ""
+        print(f"{r.student:<{width}}  {r.total:6.2f} / {r.max:g}{by_hand}  {r.status:<8}  {r.message[:100]}")
     print(f"\nsandbox:  {results[0].sandbox}\ngrades:   {out / 'grades.csv'}\n"
           f"feedback: {out / 'feedback'}/<student>.html\nfigure:   {out / 'distribution.png'}\n"
           f"workspace (autograded notebooks, logs): {out / 'workspace'}")

@@ -9,6 +9,9 @@
     every run of student code is confined by bubblewrap (confine.py); without it, grading stops unless the
     instructor passes --unsandboxed, and the grade table's `sandbox` column says so
     write    -> OUT/grades.csv, OUT/feedback/<student>.html, OUT/distribution.png   (report.py)
+written answers (nbgrader's hand-graded cells) are not scored: total and max are the autograded points, and
+the `manual_pending` column gives the points an instructor still has to grade by hand (report.py), reading
+the answers in OUT/inbox/<student>.ipynb; the final grade is total + those marks, out of max + manual_max
 
 A submission that hangs, crashes, floods output or touches what it must not only changes its own row.
 Nothing depends on timing or order: re-running writes the same grades.
@@ -26,7 +29,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from gpt_lab_grader.borrowing import copied_references
-from gpt_lab_grader.autograde import Course, autograde, needs_cache, prepare_course, warm_cache
+from gpt_lab_grader.autograde import Course, autograde, needs_cache, prepare_course, warm_cache, written_answers
 from gpt_lab_grader.checks import collect_checks, run_checks
 from gpt_lab_grader.collect import collect_submissions, read_roster, safe_student_id
 from gpt_lab_grader.course import find_course
@@ -165,7 +168,8 @@ def _workspaces(submissions: list, course: Course, root: Path) -> tuple[dict[str
     workspaces: dict[str, Path] = {}
     for sub in submissions:
         r = results[sub.student] = StudentResult(sub.student, course.lab, course.max_points, 0.0,
-                                                 lms_user_id=sub.lms_user_id, late="late" if sub.late else "")
+                                                 lms_user_id=sub.lms_user_id, late="late" if sub.late else "",
+                                                 manual_max=course.manual_max)
         if sub.error:
             r.flag("invalid", sub.error)
             continue
@@ -274,7 +278,8 @@ def grade(lab: str, submissions: str | Path, out: str | Path | None = None, jobs
                 continue
             r = results.get(student)
             if r is None:
-                r = results[student] = StudentResult(student, lab, course.max_points, 0.0, lms_user_id=lms_user_id)
+                r = results[student] = StudentResult(student, lab, course.max_points, 0.0, lms_user_id=lms_user_id,
+                                                     manual_max=course.manual_max)
                 r.flag("missing", "no submission")
             elif lms_user_id and not r.lms_user_id:
                 r.lms_user_id = lms_user_id
@@ -315,6 +320,7 @@ def grade(lab: str, submissions: str | Path, out: str | Path | None = None, jobs
         borrowed = _merge_checks(r, outcomes[("checks", student)])
         penalise(r, borrowed, tests)
         flag_copies(r, out / "inbox" / f"{student}.ipynb", spec)
+        r.manual = written_answers(course, out / "inbox" / f"{student}.ipynb")  # graded by hand, later
         log = outcomes[("nbgrader", student)]
         if isinstance(log, dict):
             (workspaces[student] / "nbgrader.log").write_text(log["log"])

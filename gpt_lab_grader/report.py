@@ -4,6 +4,11 @@ student, and a grade-distribution figure.
 Feedback pages show each graded part with its points and, for failures, a short student-facing message:
 the exception name and message of a failed notebook test, or a hidden check's own message. They never show
 test source or tracebacks (hidden tests live in both), and every string is HTML-escaped.
+
+Written answers (nbgrader's hand-graded cells) get no automatic score, so they count in neither the total nor
+the maximum: `total` / `max` are the autograded points, `manual_pending` the points of written answers an
+instructor still has to grade (an answer left blank scores 0 and is not pending) and `manual_max` all the
+written answers' points. The final grade is total + the instructor's marks, out of max + manual_max.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt_lab_grader.results import Result
+from gpt_lab_grader.results import MANUAL, Result
 
 # Most severe first: the row's status is the most severe thing that happened.
 STATUSES = {
@@ -46,6 +51,8 @@ class StudentResult:
     sandbox: str = "bubblewrap"  # how the student's code was confined: "bubblewrap" or "unsandboxed"
     lms_user_id: str = ""  # from the LMS file names or the roster
     late: str = ""  # "late" when the LMS marked the submission late
+    manual_max: float = 0.0  # points of the lab's hand-graded cells (not in `max`)
+    manual: list[Result] = field(default_factory=list)  # the written answers, scored by nobody yet
 
     def flag(self, status: str, note: str) -> None:
         """Raise the status to `status` if that is more severe, and record why."""
@@ -75,7 +82,13 @@ class StudentResult:
 
     @property
     def max(self) -> float:
+        """The autograded maximum (the written answers are in `manual_max`)."""
         return self.nbgrader_max + self.hidden_max
+
+    @property
+    def manual_pending(self) -> float:
+        """Points of the written answers the instructor still has to grade (none when the row scores 0)."""
+        return sum(i.max_points for i in self.manual if i.error == MANUAL) if self.counts else 0.0
 
     @property
     def message(self) -> str:
@@ -87,6 +100,14 @@ class StudentResult:
         failed = [i.name for i in self.checks if not i.passed]
         if failed:
             parts.append(f"{len(failed)} of {len(self.checks)} hidden checks failed")
+        if self.counts:
+            pending = [i.name for i in self.manual if i.error == MANUAL]
+            blank = [i.name for i in self.manual if i.error != MANUAL]
+            if pending:
+                parts.append(f"written answers to grade by hand: {', '.join(pending)} "
+                             f"({number(self.manual_pending)} points pending)")
+            if blank:
+                parts.append("written answers left blank (0): " + ", ".join(blank))
         text = "; ".join(parts) or "all tests and checks passed"
         return shorten(" ".join(text.split()))
 
@@ -105,8 +126,8 @@ def _csv_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-CSV_COLUMNS = ["student", "lab", "nbgrader_score", "hidden_score", "total", "max", "status", "sandbox", "message",
-               "lms_user_id", "late"]
+CSV_COLUMNS = ["student", "lab", "nbgrader_score", "hidden_score", "total", "max", "manual_pending", "manual_max",
+               "status", "sandbox", "message", "lms_user_id", "late"]
 CELL_PREFIX, CHECK_PREFIX = "nb:", "hidden:"  # per-item columns: points of each notebook test and hidden check
 
 
@@ -121,8 +142,8 @@ def grade_row(r: StudentResult) -> dict[str, str]:
     """One student's row of grades.csv (scores as earned per item; the totals apply the status)."""
     row = {"student": r.student, "lab": r.lab, "nbgrader_score": number(r.nbgrader_score),
            "hidden_score": number(r.hidden_score), "total": number(r.total), "max": number(r.max),
-           "status": r.status, "sandbox": r.sandbox, "message": _csv_cell(r.message),
-           "lms_user_id": _csv_cell(r.lms_user_id), "late": r.late}
+           "manual_pending": number(r.manual_pending), "manual_max": number(r.manual_max), "status": r.status,
+           "sandbox": r.sandbox, "message": _csv_cell(r.message), "lms_user_id": _csv_cell(r.lms_user_id), "late": r.late}
     row.update({CELL_PREFIX + i.name: number(i.points) for i in r.cells})
     row.update({CHECK_PREFIX + i.name: number(i.points) for i in r.checks})
     return row
@@ -173,18 +194,46 @@ def _rows(items: list[Result]) -> str:
             + "".join(rows) + "</table>")
 
 
+def _written(r: StudentResult) -> str:
+    """The written answers' section: each answer's points, to be graded by hand (nothing when the lab has none)."""
+    if not r.manual_max:
+        return ""
+    rows = []
+    for i in r.manual:
+        pending = i.error == MANUAL and r.counts
+        if pending:
+            mark = "to be graded by hand"
+        else:
+            mark = '<span class="fail">0 (not answered)</span>' if r.counts else '<span class="fail">0</span>'
+        rows.append(f"<tr><td>{html.escape(i.name)}</td><td class=pts>{'? ' if pending else '0 '}/ "
+                    f"{number(i.max_points)}</td><td>{mark}</td></tr>")
+    table = ("<table><tr><th>answer</th><th>points</th><th>result</th></tr>" + "".join(rows) + "</table>") if rows \
+        else "<p>No written answers were read from this submission.</p>"
+    return f"""<h2>Written answers</h2>
+<p>Your written answers are graded by hand by your instructor, after this automatic run: their
+{number(r.manual_max)} points are not in the total above (neither in the points nor in the maximum);
+{number(r.manual_pending)} of them are still to be graded.</p>
+{table}
+"""
+
+
 def feedback_html(r: StudentResult) -> str:
-    """The student's feedback page: totals, status, then every notebook test and hidden check."""
+    """The student's feedback page: totals, status, then every notebook test and hidden check, and the written
+    answers still to be graded by hand."""
     e = html.escape
     notes = "".join(f"<li>{e(shorten(n))}</li>" for n in r.notes)
     zeroed = "" if r.counts else "<p><b>This submission scores 0.</b></p>"
+    by_hand_head = "<th>written answers (graded by hand)</th>" if r.manual_max else ""
+    by_hand = (f"<td class=pts>{number(r.manual_pending)} / {number(r.manual_max)} pending</td>"
+               if r.manual_max else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(r.lab)}: feedback for {e(r.student)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{e(r.lab)}: feedback for {e(r.student)}</h1>
-<table><tr><th>total</th><th>notebook tests (nbgrader)</th><th>hidden checks</th><th>status</th></tr>
+<table><tr><th>total{" (autograded)" if r.manual_max else ""}</th><th>notebook tests (nbgrader)</th>\
+<th>hidden checks</th>{by_hand_head}<th>status</th></tr>
 <tr><td class=pts>{number(r.total)} / {number(r.max)}</td><td class=pts>{number(r.nbgrader_score)} / \
-{number(r.nbgrader_max)}</td><td class=pts>{number(r.hidden_score)} / {number(r.hidden_max)}</td>
+{number(r.nbgrader_max)}</td><td class=pts>{number(r.hidden_score)} / {number(r.hidden_max)}</td>{by_hand}
 <td class=status>{e(r.status)}: {e(STATUSES[r.status])}</td></tr></table>
 {zeroed}{f"<ul>{notes}</ul>" if notes else ""}
 <h2>Notebook tests</h2>
@@ -195,7 +244,7 @@ or deleted put back as released).</p>
 <p>Your graded functions called on new inputs (other shapes, batch sizes, dtypes and edge cases) and compared
 with the course's reference.</p>
 {_rows(r.checks)}
-</body></html>
+{_written(r)}</body></html>
 """
 
 

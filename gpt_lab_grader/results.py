@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+MANUAL = "ManualGrade"  # `Result.error` of a written answer an instructor still has to grade
+
 
 @dataclass
 class Result:
@@ -11,7 +13,9 @@ class Result:
     `error` says why a hidden check failed, machine-readably: the name of the sandbox error class
     ("MissingDefinition", "StudentError", "CallTimeout", "Crashed", "OutputLimit", "ForbiddenOperation",
     "BadResult", "ReferenceCall"), "NotRun" when the time limit for all checks ran out first, "" for a
-    plain wrong answer, a pass, or a notebook test cell.
+    plain wrong answer, a pass, or a notebook test cell. A written (hand-graded) answer is "ManualGrade"
+    while it awaits the instructor (its `points` stay 0 and it counts in no automatic total), "" when left
+    blank (nbgrader scores an unchanged answer 0).
     """
 
     name: str

@@ -3,7 +3,7 @@ import pytest
 
 from gpt_lab_grader.report import (StudentResult, feedback_html, plot_distribution, read_grades_csv,
                                     write_feedback, write_grades_csv)
-from gpt_lab_grader.results import Result
+from gpt_lab_grader.results import MANUAL, Result
 
 
 def result(student, cells=(3, 0), checks=(1, 1, 0), status_notes=()):
@@ -39,9 +39,10 @@ def test_grades_csv_is_sorted_formatted_and_formula_safe(tmp_path):
     rows[1].student = "=cmd|calc"  # ids are sanitised by collect; messages are not under our control
     path = write_grades_csv(rows, tmp_path / "grades.csv")
     lines = path.read_text().splitlines()
-    assert lines[0] == ("student,lab,nbgrader_score,hidden_score,total,max,status,sandbox,message,lms_user_id,late,"
+    assert lines[0] == ("student,lab,nbgrader_score,hidden_score,total,max,manual_pending,manual_max,status,sandbox,"
+                        "message,lms_user_id,late,"
                         "nb:test-sdpa,nb:test-heads,hidden:test_check_0,hidden:test_check_1,hidden:test_check_2")
-    assert lines[2] == ("amy,lab01-attention,3,2,5,8,ok,bubblewrap,notebook tests failed: test-heads; 1 of 3 hidden "
+    assert lines[2] == ("amy,lab01-attention,3,2,5,8,0,0,ok,bubblewrap,notebook tests failed: test-heads; 1 of 3 hidden "
                         "checks failed,,,3,0,1,1,0")
     table = read_grades_csv(path)
     assert list(table) == ["=cmd|calc", "amy", "zed"]
@@ -84,3 +85,24 @@ def test_missing_and_review_rows(tmp_path):
     table = read_grades_csv(write_grades_csv([missing, review], tmp_path / "grades.csv"))
     assert (table["bob"]["status"], table["bob"]["lms_user_id"], table["bob"]["nb:test-sdpa"]) == ("missing", "4411", "")
     assert (table["amy"]["late"], table["amy"]["hidden:test_check_2"], table["amy"]["total"]) == ("late", "0", "5")
+
+
+def test_written_answers_are_pending_not_zeros(tmp_path):
+    """Hand-graded answers count in neither the autograded total nor its maximum: the row says how many points
+    are still to be graded (an answer left blank scores 0 and is not pending), and so does the feedback."""
+    r = result("amy", cells=(3, 2), checks=(1, 1, 1))
+    r.manual_max = 6.0
+    r.manual = [Result("q1", 0.0, 2, False, "to be graded by hand", MANUAL),
+                Result("q2", 0.0, 2, False, "not answered: 0 points", ""),
+                Result("q3", 0.0, 2, False, "to be graded by hand", MANUAL)]
+    assert (r.total, r.max, r.manual_pending) == (8, 8, 4)
+    row = read_grades_csv(write_grades_csv([r], tmp_path / "grades.csv"))["amy"]
+    assert (row["total"], row["max"], row["manual_pending"], row["manual_max"]) == ("8", "8", "4", "6")
+    assert row["message"] == ("written answers to grade by hand: q1, q3 (4 points pending); "
+                              "written answers left blank (0): q2")
+    page = feedback_html(r)
+    assert "8 / 8" in page and "4 / 6 pending" in page and "Written answers" in page
+    assert page.count("to be graded by hand") == 2 and "0 (not answered)" in page
+    r.flag("rejected", "the notebook tried open tests/x (denied)")  # a row that scores 0 has nothing pending
+    assert (r.total, r.manual_pending) == (0, 0)
+    assert "written answers" not in r.message
