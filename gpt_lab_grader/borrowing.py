@@ -11,6 +11,16 @@ alias holds that same function object, so every alias reports. Classes report th
 loaded module that holds them. Running a loaded gpt_lab module's code again (`importlib.reload`,
 `runpy`), which would make fresh copies, is refused by the audit hook (`loaded_sources`).
 
+The copy watch (child side too) covers the copies the tripwire cannot know: code made at run time from
+gpt_lab's source text (`exec(open(gpt_lab.attention.__file__).read())` under another file or function name),
+from its bytecode (`marshal` of the cached `.pyc`, a code object taken out of it, `code.replace`), or the
+tripwire's own private copy of the original. While a graded function runs, a trace function
+(`sys.settrace`, Python calls only) looks at each code object the first time it starts and reports it if
+its `fingerprint` (bytecode, constants, global and attribute names, recursively; not the names of the
+function, its file, its arguments and locals, nor its line numbers and docstring) equals a reference's.
+Code compiled from the notebook's own cells is exempt (a copy pasted into the notebook is the AST match's
+business: "review", not zeroed). An edited copy (a renamed global, a line added) is not caught.
+
 The AST match (grader side, no student code runs): a graded function whose syntax tree, with docstrings,
 annotations and the names of its arguments and locals normalised away, equals its reference's tree, is
 a copy of the reference; the grade table marks it "review" (an instructor decides).
@@ -18,6 +28,7 @@ a copy of the reference; the grade table marks it "review" (an instructor decide
 from __future__ import annotations
 
 import ast
+import dis
 import importlib
 import inspect
 import os
@@ -117,6 +128,99 @@ def install_tripwire(targets: Iterable[str], hit: Callable[[str], None]) -> list
                 setattr(owner, attr, wrapper)
         armed.append(label)
     return armed
+
+
+_NOP = dis.opmap["NOP"]  # `compile(..., optimize=2)` leaves one where a docstring was
+
+
+def fingerprint(code: types.CodeType) -> tuple:
+    """What a copy of `code` compiled from the same source shares with it, whatever it is named: each
+    instruction (NOPs dropped) with its constant (nested code by fingerprint) or its global or attribute name
+    or its plain argument, and the argument counts. Not the names of the function, its file, arguments and
+    locals, nor line numbers or the docstring (so `compile(..., optimize=2)` makes no difference either)."""
+    ops = []
+    for ins in dis.get_instructions(code):
+        if ins.opcode == _NOP:
+            continue
+        if ins.opcode in dis.hasconst:
+            value = code.co_consts[ins.arg]
+            ops.append((ins.opname, fingerprint(value) if isinstance(value, types.CodeType) else (type(value), value)))
+        elif ins.opcode in dis.hasname:
+            ops.append((ins.opname, ins.argval))
+        else:
+            ops.append((ins.opname, ins.arg))
+    return _shape(code) + (tuple(ops),)
+
+
+def _shape(code: types.CodeType) -> tuple:
+    """A cheap first test (most code is judged by it alone): argument counts and the global and attribute
+    names, which a copy shares too."""
+    return code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_names
+
+
+def _nested(code: types.CodeType):
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _nested(const)
+
+
+def _reference_code(obj) -> types.CodeType | None:
+    """The code that runs when a target runs: a function's (through `functools.wraps` wrappers), a class's
+    own `__init__`'s; None for C functions and classes without their own `__init__`."""
+    obj = getattr(obj, "__func__", obj)
+    if isinstance(obj, type):
+        obj = obj.__dict__.get("__init__")
+    obj = inspect.unwrap(obj) if callable(obj) else obj
+    code = getattr(obj, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return None
+    if DISPATCH in code.co_names:
+        raise RuntimeError("CopyWatch must see the references before install_tripwire replaces their code")
+    return code
+
+
+class CopyWatch:
+    """Report (`hit(label)`) every run of a copy of a target's code, however the copy was made.
+
+    `trace` is a `sys.settrace` function: set it while a graded function runs (the sandbox does, around each
+    call). Each code object is judged once, the first time it starts (kept by identity, so it stays judged);
+    `own(code)` exempts the notebook's own compiled cells. Build it before `install_tripwire` (which replaces
+    the references' code)."""
+
+    def __init__(self, targets: Iterable[str], hit: Callable[[str], None]):
+        self.labels: dict[tuple, str] = {}
+        for target in targets:
+            try:
+                owner, attr = resolve(target)
+                code = _reference_code(inspect.getattr_static(owner, attr))
+            except (ImportError, AttributeError):
+                continue
+            if code is not None:
+                self.labels.setdefault(fingerprint(code), target.replace(":", "."))
+        self._shapes = {key[:4] for key in self.labels}
+        self._hit = hit
+        self._judged: dict[int, tuple[types.CodeType, str | None]] = {}  # id(code) -> (code, label or None)
+
+    def own(self, code: types.CodeType) -> None:
+        """Never report `code` or the code nested in it (the notebook's cells, compiled by the grader)."""
+        for inner in _nested(code):
+            self._judged[id(inner)] = (inner, None)
+
+    def label(self, code: types.CodeType) -> str | None:
+        """The reference `code` is a copy of, or None."""
+        judged = self._judged.get(id(code))
+        if judged is None or judged[0] is not code:
+            label = self.labels.get(fingerprint(code)) if _shape(code) in self._shapes else None
+            judged = self._judged[id(code)] = (code, label)
+        return judged[1]
+
+    def trace(self, frame, event, arg):
+        if event == "call":
+            label = self.label(frame.f_code)
+            if label is not None:
+                self._hit(label)
+        return None  # no line events
 
 
 def loaded_sources(packages: Iterable[str] = ("gpt_lab",)) -> frozenset[str]:

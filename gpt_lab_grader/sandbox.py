@@ -15,7 +15,8 @@ child `python -I` (isolated mode) running `_child_main`, which
 - executes the notebook's definitions (see `submission.extract_definitions`),
 - wraps gpt_lab's reference implementations of the graded names (the *tripwire*): a call to one
   of them while a student function runs makes that call fail ("calls gpt_lab.x instead of
-  implementing it").
+  implementing it"); so does running a copy of one made at run time from gpt_lab's source or
+  bytecode (the *copy watch*, a trace function set while a graded function runs; see borrowing.py).
 
 Requests and results cross the pipe as `torch.save` bytes and are read with
 `torch.load(weights_only=True)`, and results are type-checked again in the parent: only plain
@@ -389,7 +390,7 @@ def _child_main(fd_in: int, fd_out: int) -> None:
     import torch
 
     import gpt_lab.attention, gpt_lab.data, gpt_lab.model, gpt_lab.train  # noqa: F401,E401
-    from gpt_lab_grader.borrowing import install_tripwire, loaded_sources
+    from gpt_lab_grader.borrowing import CopyWatch, install_tripwire, loaded_sources
     from gpt_lab_grader.labs import scenarios as scenario_registry
     from gpt_lab_grader.submission import extract_definitions
 
@@ -448,16 +449,26 @@ def _child_main(fd_in: int, fd_out: int) -> None:
         if state.active:
             state.flagged.append(f"`{state.active[-1]}` calls {label} instead of implementing it")
 
-    install_tripwire([*init["references"].values(), *init["forbidden"]], hit)
+    targets = [*init["references"].values(), *init["forbidden"]]
+    watch = CopyWatch(targets, hit)  # copies made at run time: it must see the references' code first
+    trace = watch.trace  # one bound method, so that `sys.gettrace() is trace` holds
+    install_tripwire(targets, hit)
     importlib.import_module(init["scenario_module"])
+    threading.settrace(trace)  # threads the student's code starts are watched too
 
     def student(name: str, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             state.active.append(name)
+            outer = sys.gettrace()
+            sys.settrace(trace)
             try:
                 return fn(*args, **kwargs)
             finally:
+                if sys.gettrace() is not trace:  # a debugger, or a way around the copy watch: for review
+                    state.flagged.append(f"`{name}` replaced the grader's trace function (sys.settrace), which "
+                                         "watches for copies of gpt_lab's reference")
+                sys.settrace(outer)
                 state.active.pop()
         return wrapper
 
@@ -509,7 +520,9 @@ def _child_main(fd_in: int, fd_out: int) -> None:
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         for stmt in tree.body:
             try:
-                exec(compile(ast.Module(body=[stmt], type_ignores=[]), filename, "exec"), namespace)
+                compiled = compile(ast.Module(body=[stmt], type_ignores=[]), filename, "exec")
+                watch.own(compiled)  # the notebook's own code: a pasted copy is the AST match's business
+                exec(compiled, namespace)
             except BaseException as exc:  # noqa: BLE001 (a definition failing must not stop the others)
                 for name in names:
                     if extraction.found.get(name) == index and name not in namespace:

@@ -200,6 +200,34 @@ def split_heads(x, n_head):  # a method of the reference class, without construc
 ''' + MERGE
     nbs["borrow"] = fill(**{**CORRECT, "sdpa": borrow_sdpa, "heads": borrow_heads})
 
+    exec_sdpa = '''import gpt_lab.attention
+
+
+def scaled_dot_product_attention(q, k, v, mask=None):  # gpt_lab's source run again, under other names
+    source = open(gpt_lab.attention.__file__).read().replace("def scaled_dot_product_attention(", "def mine(")
+    space = {"__name__": "my_attention"}
+    exec(compile(source, "my_attention.py", "exec"), space)
+    return space["mine"](q, k, v, mask)'''
+    marshal_heads = '''import importlib.util, marshal, os, types
+import gpt_lab.attention
+
+
+def split_heads(x, n_head):  # a code object out of gpt_lab's bytecode: its cached .pyc (else made and unmarshalled)
+    path = gpt_lab.attention.__file__
+    pyc, stat = importlib.util.cache_from_source(path), os.stat(path)
+    data = open(pyc, "rb").read() if os.path.exists(pyc) else b""
+    if data[4:16] != bytes(4) + (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + stat.st_size.to_bytes(4, "little"):
+        data = bytes(16) + marshal.dumps(compile(open(path).read(), path, "exec"))  # no fresh .pyc: the same bytes
+    consts = marshal.loads(data[16:]).co_consts
+    body = next(c for c in consts if isinstance(c, types.CodeType) and c.co_name == "MultiHeadAttention")
+    code = next(c for c in body.co_consts if isinstance(c, types.CodeType) and c.co_name == "split_heads")
+    mine = types.FunctionType(code.replace(co_name="mine", co_filename="mine.py"), vars(gpt_lab.attention))
+    return mine(types.SimpleNamespace(n_head=n_head), x)
+
+
+''' + MERGE
+    nbs["copier"] = fill(**{**CORRECT, "sdpa": exec_sdpa, "heads": marshal_heads})
+
     copied = inspect.getsource(gpt_lab.attention.scaled_dot_product_attention)
     copied = re.sub(r'"""(.|\n)*?"""', '"""My own attention (honest)."""', copied, count=1)
     for old_name, new_name in (("scores", "s"), ("weights", "w"), ("empty", "nothing_to_see")):
@@ -528,6 +556,20 @@ def test_reference_reached_through_an_alias_a_method_and_a_closure(batch):
         feedback(batch[1], "borrow")
     assert cells["test-sdpa"][0] == 0 and cells["test-heads"][0] == 0
     assert hidden_points(batch[1], "borrow", "test_merge_heads") == hidden_max("test_merge_heads") > 0
+
+
+def test_copies_of_the_reference_made_at_run_time_cost_that_function(batch):
+    """gpt_lab's source exec'd under another file and function name, a code object taken out of its bytecode
+    (marshal): fresh functions the tripwire never saw; the copy watch flags them like a call of the reference."""
+    r = row(batch, "copier")
+    assert r["status"] == "review"
+    page, cells = feedback(batch[1], "copier"), points(batch[1], "copier")
+    assert "`scaled_dot_product_attention` calls gpt_lab.attention.scaled_dot_product_attention" in page
+    assert "`split_heads` calls gpt_lab.attention.MultiHeadAttention.split_heads" in page
+    assert hidden_points(batch[1], "copier", "test_sdpa") == 0 and hidden_points(batch[1], "copier", "test_split_heads") == 0
+    assert cells["test-sdpa"][0] == 0 and cells["test-heads"][0] == 0
+    assert hidden_points(batch[1], "copier", "test_merge_heads") == hidden_max("test_merge_heads") > 0
+    assert 0 < float(r["total"]) < float(r["max"])
 
 
 def test_a_copy_of_the_reference_is_marked_for_review_not_zeroed(batch):

@@ -93,6 +93,44 @@ def collate(sequences, pad_id, side="right", max_length=None, truncation_side="r
     return _impl(sequences, pad_id, side, max_length, truncation_side)
 '''
 
+COPYING_ATTENTION = '''
+import importlib.util, marshal, os, types
+import gpt_lab.attention
+import torch
+
+def scaled_dot_product_attention(q, k, v, mask=None):  # gpt_lab's source run again, under other names
+    source = open(gpt_lab.attention.__file__).read()
+    space = {"__name__": "my_attention"}
+    exec(compile(source.replace("def scaled_dot_product_attention(", "def my_attention("), "mine.py", "exec"), space)
+    return space["my_attention"](q, k, v, mask)
+
+def split_heads(x, n_head):  # a code object out of gpt_lab's bytecode (its .pyc if fresh, else made and unmarshalled)
+    path = gpt_lab.attention.__file__
+    pyc, stat = importlib.util.cache_from_source(path), os.stat(path)
+    data = open(pyc, "rb").read() if os.path.exists(pyc) else b""
+    if data[4:16] != bytes(4) + (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + stat.st_size.to_bytes(4, "little"):
+        data = bytes(16) + marshal.dumps(compile(open(path).read(), path, "exec"))
+    consts = marshal.loads(data[16:]).co_consts
+    body = next(c for c in consts if isinstance(c, types.CodeType) and c.co_name == "MultiHeadAttention")
+    code = next(c for c in body.co_consts if isinstance(c, types.CodeType) and c.co_name == "split_heads")
+    mine = types.FunctionType(code.replace(co_name="mine"), vars(gpt_lab.attention))
+    return mine(types.SimpleNamespace(n_head=n_head), x)
+
+def merge_heads(x):  # the tripwire's own private copy of the original
+    dispatch = vars(gpt_lab.attention)["__gpt_lab_tripwire__"]
+    originals = next(c.cell_contents for c in dispatch.__closure__ if isinstance(c.cell_contents, dict))
+    sdpa = next(fn for label, fn in originals.values() if label.endswith(".scaled_dot_product_attention"))
+    return sdpa(x, x, x)[0].transpose(1, 2).flatten(2)
+
+def multi_head_attention(x, c_attn_weight, c_attn_bias, c_proj_weight, c_proj_bias, n_head, mask=None):
+    B, T, C = x.shape  # honest, and calling gpt_lab's allowed helpers
+    q, k, v = (x @ c_attn_weight.T + c_attn_bias).split(C, dim=-1)
+    q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
+    scores = (q @ k.transpose(-2, -1)) / (C // n_head) ** 0.5
+    w = torch.softmax(scores.masked_fill(gpt_lab.attention.causal_mask(T), float("-inf")), dim=-1)
+    return (w @ v).transpose(1, 2).reshape(B, T, C) @ c_proj_weight.T + c_proj_bias, w
+'''
+
 
 def write_notebook(path, *sources):
     cells = [{"cell_type": "code", "source": s, "metadata": {}, "outputs": [], "execution_count": None}
@@ -179,6 +217,38 @@ def test_reference_reached_by_any_path_is_flagged(tmp_path):
         with pytest.raises(ReferenceCall, match="`collate` calls gpt_lab.data.collate"):
             sandbox.call("collate", [[1, 2], [3]], 0)
         assert sandbox.call("padding_mask", torch.ones(2, 3)).shape == (2, 1, 1, 3)  # the rest is graded
+
+
+def test_copies_of_the_reference_made_at_run_time_are_flagged(tmp_path):
+    """gpt_lab's source exec'd under other names, a code object unmarshalled from its bytecode, the tripwire's
+    private copy of the original: fresh function objects the tripwire does not know; the copy watch flags each
+    for the function that ran it, and an honest function in the same notebook is graded."""
+    x = torch.randn(2, 3, 4)
+    nb = write_notebook(tmp_path / "a.ipynb", COPYING_ATTENTION)
+    with Sandbox(nb, "lab01-attention", Limits(call_timeout_s=20, memory_mb=3000), course=REPO) as sandbox:
+        with pytest.raises(ReferenceCall, match="`scaled_dot_product_attention` calls gpt_lab.attention.scaled_dot"):
+            sandbox.call("scaled_dot_product_attention", x, x, x)
+        with pytest.raises(ReferenceCall, match="`split_heads` calls gpt_lab.attention.MultiHeadAttention.split_heads"):
+            sandbox.call("split_heads", x, 2)
+        with pytest.raises(ReferenceCall, match="`merge_heads` calls gpt_lab.attention.scaled_dot_product_attention"):
+            sandbox.call("merge_heads", torch.randn(2, 2, 3, 2))
+        weights = [torch.randn(12, 4), torch.randn(12), torch.randn(4, 4), torch.randn(4)]
+        y, w = sandbox.call("multi_head_attention", x, *weights, 2)
+        assert y.shape == (2, 3, 4) and w.shape == (2, 2, 3, 3)
+    evasive = """
+import sys
+import gpt_lab.attention
+
+def causal_mask(T, T_k=None, device=None):  # the trace function switched off first
+    sys.settrace(None)
+    space = {}
+    exec(compile(open(gpt_lab.attention.__file__).read(), "mine.py", "exec"), space)
+    return space["causal_mask"](T, T_k, device)
+"""
+    nb = write_notebook(tmp_path / "b.ipynb", evasive)
+    with Sandbox(nb, "lab02-masking", Limits(call_timeout_s=20, memory_mb=3000), course=REPO) as sandbox:
+        with pytest.raises(ReferenceCall, match="`causal_mask` replaced the grader's trace function"):
+            sandbox.call("causal_mask", 4)
 
 
 def test_writes_into_the_packages_and_the_course_are_refused(tmp_path):
