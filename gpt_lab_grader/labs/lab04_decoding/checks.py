@@ -44,6 +44,14 @@ def test_temperature_values(student, shape, temperature, dtype):
                   f"apply_temperature(logits {tuple(shape)}, {temperature})")
 
 
+@pytest.mark.points(1)
+def test_temperature_does_not_modify_input(student):
+    """apply_temperature returns a new tensor and leaves the logits it is given unchanged (no in-place division)"""
+    z = rand(3, 10, seed=2)
+    out = check_unchanged_input(student, "apply_temperature", z, 0.5)
+    assert_tensor(out, decoding.apply_temperature(z, 0.5), "apply_temperature(logits, 0.5)")
+
+
 # --- top-k
 
 

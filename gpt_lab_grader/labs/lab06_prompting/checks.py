@@ -152,12 +152,19 @@ def test_accuracy_reads_sft_examples(student, days_model):
 
 
 @pytest.mark.points(2)
-@pytest.mark.parametrize("seed, shots, n_eval", [(0, (0, 1, 3), None), (4, (2, 4), 5)])
-def test_accuracy_prompts(student, days_model, seed, shots, n_eval):
+@pytest.mark.parametrize("seed, shots, n_eval, form", [
+    (0, (0, 1, 3), None, dict(answer_prefix=" ->", separator="\n")),
+    # not few_shot_prompt's defaults: the prefix and separator must be passed on; outputs with spaces
+    # around them: an answer is right when it equals the output stripped
+    (4, (2, 4), 5, dict(answer_prefix=":", separator="\n\n", padded=True)),
+], ids=["0-shots0-None", "4-shots1-5"])
+def test_accuracy_prompts(student, days_model, seed, shots, n_eval, form):
     """accuracy_vs_shots asks your complete() with nested shots drawn as specified, never the query's input or output"""
     pool = NEXT_DAY + [(d, "Sunday") for d in DAYS[:4]] + [("Someday", d) for d in DAYS[:3]]
-    kwargs = dict(days_model, task_examples=WRONG, shot_examples=pool, shots=shots, n_eval=n_eval, seed=seed,
-                  answer_prefix=" ->", separator="\n", max_new_tokens=5)
+    form = dict(form)
+    task = [(x, f" {y} ") for x, y in WRONG] if form.pop("padded", False) else WRONG
+    kwargs = dict(days_model, task_examples=task, shot_examples=pool, shots=shots, n_eval=n_eval, seed=seed,
+                  max_new_tokens=5, **form)
     got = student.scenario("shot_prompts", **kwargs)
     want = scenarios.shot_prompts(REFERENCE, **kwargs)
     assert got["prompts"], "accuracy_vs_shots should get its answers from your complete()"
