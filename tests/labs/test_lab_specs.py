@@ -396,3 +396,51 @@ def test_lab07_exact_match_rejects_no_examples():
     stated(LAB7, "eval-spec", "raise a `ValueError` when `examples` is empty")
     with pytest.raises(ValueError):
         sft.evaluate_exact_match(stub_model(256), TOK, [])
+
+
+# --------------------------------------------------------------------------- the grader's written-out references
+# The hidden checks run a student's accuracy_vs_shots with the grader's few_shot_prompt and complete, and their
+# build_sft_example and evaluate_exact_match with the grader's apply_chat_template (points per idea, issue 19);
+# those must do exactly what gpt_lab's do, without being copies of them (the copy watch would flag the student).
+
+
+def test_grader_references_agree_with_gpt_lab():
+    from gpt_lab_grader.borrowing import fingerprint
+    from gpt_lab_grader.labs.lab06_prompting.scenarios import reference_complete, reference_few_shot_prompt
+    from gpt_lab_grader.labs.lab07_sft.scenarios import reference_apply_chat_template
+
+    pairs = [("a", "1"), ("def f():\n    pass", "f"), ("é", " ß ")]
+    for n in range(4):
+        for kwargs in [{}, {"instruction": "Count:"}, {"answer_prefix": "\n# name:", "separator": "\n\n"}]:
+            assert reference_few_shot_prompt(pairs[:n], "q", **kwargs) == few_shot_prompt(pairs[:n], "q", **kwargs)
+    model = tiny_gpt(2, vocab_size=TOK.n_vocab, block_size=24, n_embd=16)
+    prompts = [" ".join(["w"] * n) for n in (20, 3, 22, 7, 18, 1, 23)]
+    for max_new, batch_size in [(8, 2), (3, 3), (8, 16)]:
+        assert reference_complete(model, TOK, prompts, max_new, batch_size) == complete(model, TOK, prompts, max_new,
+                                                                                        batch_size)
+    for messages in [[msg("user", USER)], [msg("system", ""), msg("user", "a"), msg("assistant", "b")],
+                     [msg("system", "S"), msg("user", "a"), msg("assistant", "b"), msg("user", "c")],
+                     [MappingProxyType(msg("user", "a")), msg("assistant", "b"), msg("user", "c"), msg("assistant", "d")]]:
+        assert reference_apply_chat_template(messages) == sft.apply_chat_template(messages)
+    for bad in [[], [msg("system", "S")], [msg("assistant", "x")], [msg("user", "a"), msg("user", "b")],
+                [{"role": "user"}], [msg("user", "a"), msg("system", "S")], ["user: a"]]:
+        with pytest.raises(ValueError):
+            reference_apply_chat_template(bad)
+    for mine, theirs in [(reference_few_shot_prompt, few_shot_prompt), (reference_complete, complete),
+                         (reference_apply_chat_template, sft.apply_chat_template)]:
+        assert fingerprint(mine.__code__) != fingerprint(theirs.__code__)
+
+
+def test_bigram_gpt_writes_its_script():
+    """The scripted test model of the checks: the greedy next token is set by the last token alone, also in a
+    left-padded batch, so it writes the end token and newlines where a check needs them."""
+    from gpt_lab.tokenizer import CompactTokenizer
+    from gpt_lab_grader.labs.scenarios import bigram_gpt
+
+    tok = CompactTokenizer(TOK.encode(" add neg one two three four"))
+    eot, a, b, nl = tok.eot_token, tok.encode(" add")[0], tok.encode(" neg")[0], tok.encode("\n")[0]
+    model = bigram_gpt([(a, eot), (eot, b), (b, nl)], tok.n_vocab, block_size=16, default=a)
+    prompts = [tok.encode("x"), tok.encode("one two three four"), [b]]
+    assert generate(model, prompts, 5) == [[a, eot, b, nl, a], [a, eot, b, nl, a], [nl, a, eot, b, nl]]
+    assert generate(model, prompts, 5, eos_id=eot) == [[a], [a], [nl, a]]
+    assert model(torch.tensor([prompts[1]]))[0][0].argmax(-1).tolist() == [a] * len(prompts[1])

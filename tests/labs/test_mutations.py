@@ -202,6 +202,8 @@ MUTANTS = [
            "n = max_new_tokens"),
     Mutant("lab06-prompting", "complete", "the prompt tokenized with a trailing space", "tokenizer.encode(p)",
            'tokenizer.encode(p + " ")'),
+    Mutant("lab06-prompting", "complete", "no end token: generation runs on past it",
+           ', strategy="greedy", eos_id=tokenizer.eot_token)', ', strategy="greedy")'),
     Mutant("lab06-prompting", "accuracy_vs_shots", "the query's own example may be a shot",
            "rng.sample([p for p in pool if p[0] != x and p[1] != y], max(shots))", "rng.sample(pool, max(shots))"),
     Mutant("lab06-prompting", "accuracy_vs_shots", "shots in reverse order", "few_shot_prompt(d[:k], x,",
@@ -217,6 +219,13 @@ MUTANTS = [
     Mutant("lab06-prompting", "accuracy_vs_shots", "max_new_tokens not passed on to complete",
            "complete(model, tokenizer, prompts, max_new_tokens, batch_size)",
            "complete(model, tokenizer, prompts, batch_size=batch_size)"),
+    Mutant("lab06-prompting", "accuracy_vs_shots", "no query: accuracies of 0 instead of a ValueError",
+           'raise ValueError("no task examples to evaluate")', "return {k: 0.0 for k in shots}"),
+    Mutant("lab06-prompting", "accuracy_vs_shots", "a prompt without room for the answer not rejected",
+           "if longest + max_new_tokens - 1 > model.config.block_size:", "if False:"),
+    Mutant("lab06-prompting", "accuracy_vs_shots", "room for the answer off by one",
+           "longest + max_new_tokens - 1 > model.config.block_size",
+           "longest + max_new_tokens > model.config.block_size"),
     # lab 7: SFT
     Mutant("lab07-sft", "apply_chat_template", "system block in every user turn", "if i == 0 and system else",
            "if system else"),
@@ -253,6 +262,9 @@ MUTANTS = [
            "tokenizer.encode(apply_chat_template(e.messages(with_answer=False)) + \" \")"),
     Mutant("lab07-sft", "evaluate_exact_match", "no examples not rejected",
            "    if len(examples) == 0:\n        raise", "    if False:\n        raise"),
+    Mutant("lab07-sft", "evaluate_exact_match", "no end token: generation runs on past it",
+           ', strategy="greedy", eos_id=tokenizer.eot_token)', ', strategy="greedy")'),
+    Mutant("lab07-sft", "evaluate_exact_match", "not cut at the first newline", '.split("\\n")[0].strip()', ".strip()"),
     # lab 8: tokenizer
     Mutant("lab08-tokenizer", "bpe_merge", "the highest rank merged first", "rank < best_rank", "rank > best_rank"),
     Mutant("lab08-tokenizer", "bpe_merge", "the leftmost mergeable pair merged first", "best, best_rank = i, rank\n",
@@ -334,6 +346,16 @@ MUTANTS = [
 ]
 
 
+# Labs whose checks give each graded function its points once (issue 19: a check that goes through an earlier
+# function runs it on the reference): a mutant loses points only in its own function's checks (by name prefix).
+OWN_CHECKS = {
+    "lab06-prompting": {"few_shot_prompt": "test_few_shot_prompt", "complete": "test_complete",
+                        "accuracy_vs_shots": "test_accuracy"},
+    "lab07-sft": {"apply_chat_template": "test_template", "build_sft_example": "test_sft_example",
+                  "evaluate_exact_match": "test_exact_match"},
+}
+
+
 def mutate(mutant: Mutant, folder: Path) -> Path:
     """The lab's solution notebook with the mutant's change in the answer cell that defines its function."""
     nb = json.loads(solution(mutant.lab).read_text())
@@ -366,6 +388,10 @@ def test_each_classic_mistake_loses_points(mutant, tmp_path):
     lost, total, failed = points_lost(mutant, tmp_path)
     assert lost > 0, f"the hidden checks of {mutant.lab} do not catch '{mutant.mistake}' in {mutant.function}"
     assert lost < total, f"'{mutant.mistake}' in {mutant.function} costs every point of {mutant.lab}: {failed}"
+    own = OWN_CHECKS.get(mutant.lab, {}).get(mutant.function)
+    if own is not None:
+        others = [name for name in failed if not name.startswith(own)]
+        assert not others, f"'{mutant.mistake}' in {mutant.function} also costs the points of other functions: {others}"
 
 
 def test_every_mutant_still_applies(tmp_path):

@@ -2,13 +2,20 @@
 
 Run by `gpt_lab_grader.checks.run_checks("lab06-prompting", notebook)`; the student's code is
 reached only through the `student` fixture (gpt_lab_grader/labs/adapters.py).
+
+Points per idea: few_shot_prompt 5, complete 9, accuracy_vs_shots 15. The accuracy_vs_shots checks run
+the student's function with the reference few_shot_prompt and complete (see scenarios.py), so a mistake
+in either costs its own points only.
 """
+import random
+
 import numpy as np
 import pytest
 import torch
 from filelock import FileLock
 
 from gpt_lab.data import cache_dir
+from gpt_lab_grader.labs.adapters import expect_value_error
 from gpt_lab_grader.labs.lab06_prompting import scenarios
 from gpt_lab.model import GPT, GPTConfig
 from gpt_lab.prompting import few_shot_prompt
@@ -109,6 +116,40 @@ def test_complete_near_the_end_of_the_context(student, days_model):
     check_completions(student, days_model, [prompt + "\nMonday ->"], max_new_tokens=10)
 
 
+def scripted_model() -> dict:
+    """A scripted model (`bigram_gpt`, the next token set by the last one) that writes the end token:
+    " ->" -> " Tuesday" -> end -> " Sunday" -> end -> " Sunday" ...; " Wednesday" -> " Thursday" -> "\n" ->
+    " Friday" -> end (a newline before the end token); every other token -> end."""
+    tok = CompactTokenizer(get_tokenizer().encode("Monday -> Tuesday Wednesday Thursday Friday Sunday\n"))
+
+    def one(text):
+        ids = tok.encode(text)
+        assert len(ids) == 1, f"internal: {text!r} should be one token"
+        return ids[0]
+
+    eot = tok.eot_token
+    chain = [(" ->", " Tuesday"), (" Wednesday", " Thursday"), (" Thursday", "\n"), ("\n", " Friday")]
+    successors = [(one(a), one(b)) for a, b in chain] + [(one(" Tuesday"), eot), (eot, one(" Sunday"))]
+    return dict(kept_ids=list(tok.kept), successors=successors, default=eot, block_size=24)
+
+
+@pytest.mark.points(1)
+def test_complete_stops_at_the_end_token(student):
+    """complete stops each answer at the end token (generate's eos_id), on a model that writes it and goes on"""
+    prompts = ["Monday ->", "Monday -> Tuesday\nWednesday -> Thursday", "Thursday -> Friday", "Monday -> Wednesday",
+               "Sunday -> Monday\nTuesday ->"]
+    kwargs = dict(scripted_model(), prompts=prompts, max_new_tokens=6, batch_size=2)
+    got = student.scenario("scripted_completions", **kwargs)
+    want = scenarios.scripted_completions(REFERENCE, **kwargs)
+    assert want == ["Tuesday", "", "", "Thursday", "Tuesday"], "internal: the scripted model's answers changed"
+    assert isinstance(got, list) and all(type(a) is str for a in got), "complete should return a list of str"
+    assert len(got) == len(want), f"complete should return {len(want)} answers (one per prompt), got {len(got)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g != w and "<|endoftext|>" in g:
+            raise AssertionError(f"complete's answer {i} goes on past the end token: stop there (eos_id)")
+        assert g == w, f"complete's answer {i} is wrong (greedy continuation up to the end token, first line, stripped)"
+
+
 # --- accuracy_vs_shots
 
 
@@ -174,3 +215,40 @@ def test_accuracy_prompts(student, days_model, seed, shots, n_eval, form):
         "accuracy_vs_shots builds other prompts than expected: check how the shots are drawn and nested"
     assert got["max_new_tokens"] == want["max_new_tokens"], "accuracy_vs_shots should pass max_new_tokens to complete()"
     assert got["accuracy"] == want["accuracy"], "with these answers the accuracy is wrong"
+
+
+@pytest.mark.points(1)
+def test_accuracy_rejects_no_query(student, days_model):
+    """accuracy_vs_shots raises a ValueError when there is no query to evaluate"""
+    expect_value_error(lambda: student.scenario("shot_accuracy", **days_model, task_examples=[], shots=(0, 1),
+                                                answer_prefix=" ->", separator="\n"),
+                       what="accuracy_vs_shots with no task examples")
+
+
+def longest_prompt(days_model, task, shots, n_eval, seed, **form) -> int:
+    """Tokens of the longest k-shot prompt of accuracy_vs_shots (shots drawn by the notebook's rules)."""
+    tok = CompactTokenizer(days_model["kept_ids"])
+    queries = task[:n_eval]
+    rng = random.Random(seed)
+    drawn = [rng.sample([p for p in task if p[0] != x and p[1] != y], max(shots)) for x, y in queries]
+    return max(len(tok.encode(few_shot_prompt(d[:k], x, **form))) for k in shots for (x, _), d in zip(queries, drawn))
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("over", [1, 0], ids=["one-token-too-many", "just-fits"])
+def test_accuracy_room_for_the_answer(student, days_model, over):
+    """accuracy_vs_shots raises a ValueError when its longest prompt (L tokens) leaves no room for the answer,
+    L + max_new_tokens - 1 > block_size, and only then"""
+    form = dict(answer_prefix=" ->", separator="\n")
+    shots, n_eval, seed = (0, 4), 3, 1
+    room = days_model["config"]["block_size"] + 1 - longest_prompt(days_model, NEXT_DAY, shots, n_eval, seed, **form)
+    kwargs = dict(days_model, task_examples=NEXT_DAY, shots=shots, n_eval=n_eval, seed=seed,
+                  max_new_tokens=room + over, **form)
+    if over:
+        with pytest.raises(ValueError):
+            scenarios.shot_accuracy(REFERENCE, **kwargs)  # internal: the rule as gpt_lab applies it
+        expect_value_error(lambda: student.scenario("shot_accuracy", **kwargs),
+                           what=f"accuracy_vs_shots with max_new_tokens {room + over}, one more than fits")
+    else:
+        check_accuracy(student, days_model, NEXT_DAY, shots=shots, n_eval=n_eval, seed=seed, max_new_tokens=room,
+                       **form)

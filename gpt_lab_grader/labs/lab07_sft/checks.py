@@ -2,6 +2,10 @@
 
 Run by `gpt_lab_grader.checks.run_checks("lab07-sft", notebook)`; the student's code is reached
 only through the `student` fixture (gpt_lab_grader/labs/adapters.py).
+
+Points per idea: apply_chat_template 19, build_sft_example 15, evaluate_exact_match 9. The build_sft_example
+and evaluate_exact_match checks run with the reference apply_chat_template (see scenarios.py), so a mistake in
+the template costs its own points only.
 """
 import pytest
 
@@ -150,3 +154,39 @@ def test_exact_match_rejects_no_examples(student):
     vocab = CompactTokenizer(EVAL_KEPT).n_vocab
     expect_value_error(lambda: student.scenario("exact_match", exchanges=[], kept_ids=EVAL_KEPT, vocab_size=vocab,
                                                 block_size=96), what="evaluate_exact_match([])")
+
+
+SCRIPT_USERS = [("Name it.", " add "), (USERS[0], "add"), ("Extract the function name from the code.", "neg"),
+                (USERS[2], "add\n"), ("x", "sub"), (USERS[5], "self")]
+
+
+def scripted_eval(after: str) -> dict:
+    """A scripted model (`bigram_gpt`, the next token set by the last one): every prompt ends with "]" (of [/INST]),
+    then it writes " add", then `after` ("end": the end token, then " neg" and the end token again ...; "newline":
+    a newline, then " neg", then the end token). Right answers: "add" (the first, second and fourth examples)."""
+    tok = CompactTokenizer(EVAL_KEPT)
+
+    def one(text):
+        ids = tok.encode(text)
+        assert len(ids) == 1, f"internal: {text!r} should be one token"
+        return ids[0]
+
+    eot = tok.eot_token
+    chain = [(one("]"), one(" add")), (eot, one(" neg"))]
+    chain += [(one(" add"), eot)] if after == "end" else [(one(" add"), one("\n")), (one("\n"), one(" neg"))]
+    return dict(kept_ids=EVAL_KEPT, successors=chain, default=eot, block_size=96,
+                exchanges=[(sft.SYSTEM_PROMPT, u, a) for u, a in SCRIPT_USERS])
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("after", ["end", "newline"], ids=["end-token", "newline"])
+def test_exact_match_answer_ends(student, after):
+    """evaluate_exact_match's answers stop at the end token (generate's eos_id) and are cut at the first newline"""
+    kwargs = dict(scripted_eval(after), max_new_tokens=6, batch_size=4)
+    got = student.scenario("scripted_exact_match", **kwargs)
+    want = scenarios.scripted_exact_match(REFERENCE, **kwargs)
+    assert want == 0.5, "internal: three of the six scripted answers should be right"
+    assert type(got) is float, f"evaluate_exact_match should return a float, got {type(got).__name__}"
+    stop = "stop each answer at the end token (eos_id)" if after == "end" else "cut each answer at the first newline"
+    assert abs(got - want) < 1e-12, f"evaluate_exact_match gives {got} on a model that writes more after its " \
+                                    f"answer: {stop}"

@@ -10,7 +10,6 @@ encode checks run the student's `encode` with the reference `bpe_merge` in its n
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import types
 from collections import Counter
@@ -20,7 +19,7 @@ import regex
 from tiktoken.load import load_tiktoken_bpe
 
 from gpt_lab.tokenizer import GPT2_PATTERN
-from gpt_lab_grader.labs.scenarios import scenario
+from gpt_lab_grader.labs.scenarios import reference_parts, scenario
 
 
 @functools.lru_cache(maxsize=1)
@@ -96,35 +95,6 @@ def reference_train_bpe(text: str, n_merges: int, pattern: str = GPT2_PATTERN) -
 
 REFERENCE = types.SimpleNamespace(bpe_merge=reference_bpe_merge, encode=reference_encode, decode=reference_decode,
                                   train_bpe=reference_train_bpe)
-
-
-def _student_globals(impl) -> dict | None:
-    """The namespace the student's functions run in (None for the reference implementations)."""
-    for value in vars(impl).values():
-        inner = getattr(value, "__wrapped__", None)  # the sandbox wraps every graded function
-        if isinstance(inner, types.FunctionType):
-            return inner.__globals__
-    return None
-
-
-@contextlib.contextmanager
-def reference_parts(impl, **parts):
-    """Put reference implementations under the given names in the student's namespace while it runs."""
-    space = _student_globals(impl)
-    if space is None:
-        yield
-        return
-    missing = object()
-    saved = {name: space.get(name, missing) for name in parts}
-    space.update(parts)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is missing:
-                space.pop(name, None)
-            else:
-                space[name] = value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,16 +12,14 @@ gpt_lab's modules, which the tripwire watches while student code runs).
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import types
 
 import torch
 import torch.nn as nn
 
 from gpt_lab.attention import MultiHeadAttention, causal_mask
 from gpt_lab.model import GPTConfig, load_hf_gpt2_state_dict
-from gpt_lab_grader.labs.scenarios import scenario
+from gpt_lab_grader.labs.scenarios import reference_parts, scenario
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -61,37 +59,6 @@ class ReferenceBlock(nn.Module):
     def forward(self, x, mask):
         x = x + self.attn(self.ln_1(x), mask)[0]
         return x + self.mlp(self.ln_2(x))
-
-
-def _student_globals(impl) -> dict | None:
-    """The namespace the student's code runs in (None for the reference implementations)."""
-    for value in vars(impl).values():
-        functions = [value] if not isinstance(value, type) else list(vars(value).values())
-        for fn in functions:
-            inner = getattr(fn, "__wrapped__", None)  # the sandbox wraps every graded function and method
-            if isinstance(inner, types.FunctionType):
-                return inner.__globals__
-    return None
-
-
-@contextlib.contextmanager
-def reference_parts(impl, **parts):
-    """Put reference classes under the given names in the student's namespace while it runs."""
-    space = _student_globals(impl)
-    if space is None:
-        yield
-        return
-    missing = object()
-    saved = {name: space.get(name, missing) for name in parts}
-    space.update(parts)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is missing:
-                space.pop(name, None)
-            else:
-                space[name] = value
 
 
 def config_of(config: dict) -> GPTConfig:
