@@ -5,9 +5,11 @@ registry, a lab's notebooks and the hidden checks only through these names.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from gpt_lab_grader import checks as _checks
+from gpt_lab_grader.autograde import manual_cells as _manual_cells
 from gpt_lab_grader.labs import LABS, LabSpec, resolve_lab  # noqa: F401 (re-exported)
 from gpt_lab_grader.results import Result
 
@@ -25,8 +27,17 @@ def release(lab: str) -> Path:
 
 
 def nbgrader_max_points(lab: str) -> float:
-    """Points of the lab's autograded test cells."""
-    return LABS[resolve_lab(lab)].nbgrader_max_points(REPO)
+    """Points of the lab's autograded test cells: nbgrader's maximum less the written answers, graded by
+    hand (`LabSpec.nbgrader_max_points` counts every graded cell), as the grader's `max` column counts."""
+    return LABS[resolve_lab(lab)].nbgrader_max_points(REPO) - written_points(lab)
+
+
+def written_points(lab: str) -> float:
+    """Points of the lab's written answers (nbgrader's hand-graded cells), which no test scores."""
+    cells = json.loads(solution(lab).read_text())["cells"]
+    manual = _manual_cells(solution(lab))
+    return float(sum(c["metadata"]["nbgrader"].get("points", 0) for c in cells
+                     if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") in manual))
 
 
 def run_checks(lab: str, notebook: str | Path, **kwargs) -> list[Result]:

@@ -1,10 +1,11 @@
 """Written answers (nbgrader's hand-graded cells) on lab 8: the grader's course leaves them out of the
-autograded points and maximum and reports them as points still to be graded by hand, per submission."""
+autograded points and maximum and reports them as points still to be graded by hand, per submission. Every lab
+with written questions (labs 1-5, 8, 9) ends with three of them, each with rubric notes kept in solutions/."""
 import copy
 
 import nbformat
 import pytest
-from grader import LABS, REPO, release, solution
+from grader import LABS, REPO, nbgrader_max_points, release, solution
 
 from gpt_lab_grader.autograde import manual_cells, prepare_course, written_answers
 from gpt_lab_grader.report import StudentResult, feedback_html, grade_row
@@ -48,3 +49,27 @@ def test_answered_written_answers_are_pending_blank_ones_score_zero(course, tmp_
     assert "2 / 6 pending" in feedback_html(r)
     (tmp_path / "bad.ipynb").write_text("{")  # unreadable: every answer counts as blank
     assert all(a.error == "" for a in written_answers(course, tmp_path / "bad.ipynb"))
+
+
+# Every lab with written questions: (its autograded points, unchanged by the questions).
+AUTOGRADED = {"lab01-attention": 10.0, "lab02-masking": 10.0, "lab03-teacher-forcing": 10.0, "lab04-decoding": 13.0,
+              "lab05-kv-cache": 10.0, "lab08-tokenizer": 7.0, "lab09-assemble-gpt": 9.0}
+
+
+@pytest.mark.parametrize("lab", AUTOGRADED)
+def test_each_lab_ends_with_three_written_questions_and_rubric_notes(lab):
+    """q1..q3: a locked question cell, then a hand-graded markdown answer of 2 points whose source (solutions/)
+    holds the model answer and the instructor's rubric, and whose release (labs/) is nbgrader's blank stub."""
+    assert manual_cells(solution(lab)) == set(WRITTEN)
+    source = {c.id: c for c in nbformat.read(solution(lab), as_version=4).cells}
+    released = {c.id: c for c in nbformat.read(release(lab), as_version=4).cells}
+    order = list(source)
+    for q, points in WRITTEN.items():
+        question, answer = source[f"{q}-text"], source[q]
+        assert order.index(f"{q}-text") + 1 == order.index(q), f"{lab}: {q} should follow its question"
+        assert question.metadata.nbgrader["locked"] and question.source.startswith(f"**Question {q[1]}.**")
+        assert answer.cell_type == "markdown" and answer.metadata.nbgrader["points"] == points
+        assert "**Model answer.**" in answer.source and f"**Rubric ({points:g} points).**" in answer.source
+        assert released[q].source.strip() == "YOUR ANSWER HERE", f"{lab}: the rubric of {q} was released"
+    assert order.index("q3") > max(order.index(c) for c in order if c.startswith("test-"))
+    assert nbgrader_max_points(lab) == AUTOGRADED[lab]

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from grader import LABS, REPO, nbgrader_max_points, release, run_checks, solution
+from grader import LABS, REPO, nbgrader_max_points, release, run_checks, solution, written_points
 
 LAB_IDS = [lab for lab in LABS if solution(lab).exists()]
 MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
@@ -116,8 +116,7 @@ def test_nbgrader_autograde_full_marks_for_solution_zero_for_stub(course, lab):
         assert result["success"], result.get("error") or result.get("log")
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course_id="gpt-from-scratch") as gb:
         full, stub = gb.find_submission(lab, "solution"), gb.find_submission(lab, "stub")
-        assert full.max_score == nbgrader_max_points(lab) > 0
-        written = sum(c["metadata"]["nbgrader"]["points"] for c in cells(solution(lab))  # graded by hand
-                      if c["cell_type"] == "markdown" and c.get("metadata", {}).get("nbgrader", {}).get("grade"))
+        written = written_points(lab)  # the written answers: in nbgrader's maximum, graded by hand
+        assert nbgrader_max_points(lab) > 0 and full.max_score == nbgrader_max_points(lab) + written
         assert full.score == full.max_score - written, f"the solution scores {full.score}/{full.max_score}"
         assert stub.score == 0
