@@ -78,10 +78,12 @@ class MultiHeadAttention(nn.Module):
     `attention_fn` replaces the written-out attention (a student's function plugs in here).
     Without weights requested and without a custom `attention_fn`, the fused PyTorch kernel runs.
 
-    With `key_shift`, each head mixes every key with the key of the position before it ("smeared
-    keys", Olsson et al. 2022): k'_j = s_h k_j + (1 - s_h) k_{j-1}, s_h = sigmoid(key_mix[h]), one
-    learned scalar per head. A query can then match "the token whose previous token is mine",
-    the lookup an induction head needs, in a single layer.
+    With `key_shift`, every key is mixed with the key of the position before it ("smeared keys",
+    Olsson et al. 2022), channel by channel: k'_j = s * k_j + (1 - s) * k_{j-1}, s = sigmoid(key_mix),
+    one learned weight per head and channel (n_head, head_dim). A query can then match "the token
+    whose previous token is mine", the lookup an induction head needs, in a single layer; with a
+    weight per channel, one head can hold the current token in some channels and the previous one
+    in others, and so match two tokens at once (the same idea as Primer's depthwise convolution).
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
@@ -96,9 +98,11 @@ class MultiHeadAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
         self.dropout = dropout
         self.attention_fn = attention_fn
-        # half the heads start mostly on their own key (s = 0.88), half mostly on the previous one (0.12)
-        self.key_mix = nn.Parameter(torch.tensor([2.0 if h < n_head // 2 else -2.0 for h in range(n_head)])) \
-            if key_shift else None
+        # half the channels of every head start mostly on their own key (s = 0.88), half mostly on the
+        # previous one (s = 0.12)
+        head_dim = n_embd // n_head
+        self.key_mix = nn.Parameter(torch.tensor([[2.0 if c < head_dim // 2 else -2.0 for c in range(head_dim)]
+                                                  for _ in range(n_head)])) if key_shift else None
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, n_head, T, C // n_head)."""
@@ -106,7 +110,7 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
 
     def smear_keys(self, k: torch.Tensor, has_previous: torch.Tensor | None = None) -> torch.Tensor:
-        """k: (B, n_head, T_k, head_dim) -> s_h k_j + (1 - s_h) k_{j-1} per head.
+        """k: (B, n_head, T_k, head_dim) -> s * k_j + (1 - s) * k_{j-1}, s = sigmoid(key_mix) per head and channel.
 
         `has_previous`: (B or 1, T_k) bool, False where position j has no real token before it
         (j = 0, or position j - 1 is padding); there the previous key counts as zero, so a padded
@@ -116,7 +120,7 @@ class MultiHeadAttention(nn.Module):
         if has_previous is None:
             has_previous = torch.arange(k.shape[2], device=k.device)[None] > 0
         previous = previous * has_previous[:, None, :, None].to(k.dtype)
-        s = torch.sigmoid(self.key_mix).to(k.dtype)[None, :, None, None]  # (1, n_head, 1, 1)
+        s = torch.sigmoid(self.key_mix).to(k.dtype)[None, :, None, :]  # (1, n_head, 1, head_dim)
         return s * k + (1 - s) * previous
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache=None, layer: int = 0,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gpt_lab.cache import atomic_write, build_once, cache_dir, fingerprint
-from gpt_lab.data import Repeats, load_corpus
+from gpt_lab.data import LESSON_TASKS, Repeats, function_lessons, load_corpus
 from gpt_lab.device import compute_dtype, get_device, seed_everything
 from gpt_lab.model import GPT, GPTConfig
 from gpt_lab.tokenizer import CompactTokenizer
@@ -63,17 +63,19 @@ class Preset:
                          n_head=self.n_head, n_embd=self.n_embd, dropout=0.0, key_shift=self.key_shift)
 
 
-COPYING = Repeats(span_fraction=0.25, copy_fraction=0.25)
+# spans of real code recur up to 128 tokens later: about as far as a function's name lies from the
+# answer of the fine-tuning chapter's prompts; and one row in eight is a few-shot lesson (gpt_lab.data.Lessons)
+COPYING = Repeats(span_fraction=0.25, max_gap=128, copy_fraction=0.25, lesson_fraction=0.125)
 
 PRESETS: dict[str, Preset] = {
     # seconds: unit tests, and every preset under GPT_LAB_FAST=1
     "tiny": Preset(2, 2, 64, 128, 16, TrainConfig(max_steps=40, lr=3e-3, warmup_steps=5, eval_interval=20,
                                                   eval_steps=4), key_shift=True, repeats=COPYING),
-    # the shipped course model: about 70 minutes on 2 CPU cores with native bf16 (49 M tokens). Two heads of
+    # the shipped course model: about 40 minutes on 2 CPU cores with native bf16 (33 M tokens). Two heads of
     # 64 dims, not four of 32: on the random-period copy task (4 layers, 600 steps) the wider heads copy the
     # next token right 96% of the time against 85% (benchmarks/induction.py), and copying is the skill the
     # prompting and fine-tuning chapters need
-    "course": Preset(4, 2, 128, 256, 8, TrainConfig(max_steps=24000, lr=3e-3, warmup_steps=200, eval_interval=1000,
+    "course": Preset(4, 2, 128, 256, 8, TrainConfig(max_steps=16000, lr=3e-3, warmup_steps=200, eval_interval=1000,
                                                     eval_steps=16, cpu_bf16=True), key_shift=True, repeats=COPYING),
     # for a GPU: about 25M parameters, a few minutes on one modern GPU
     "gpu": Preset(8, 8, 512, 512, 64, TrainConfig(max_steps=5000, lr=6e-4, warmup_steps=200, eval_interval=500,
@@ -114,10 +116,15 @@ def course_tokenizer(corpus: str = "python", min_count: int = MIN_COUNT) -> Comp
 
 def corpus_batches(corpus: str, preset: Preset, tokenizer: CompactTokenizer, seed: int = 0,
                    device: torch.device | str = "cpu"):
-    """The batch function a preset trains on: `corpus` in the tokenizer's ids, 10% held out for validation."""
+    """The batch function a preset trains on: `corpus` in the tokenizer's ids, 10% held out for validation.
+
+    On the python corpus the preset's lesson rows are lessons about the standard library's
+    functions (`gpt_lab.data.function_lessons`); other corpora have none."""
     train_ids, val_ids = (tokenizer.from_gpt2_array(part) for part in load_corpus(corpus).split(0.1))
+    lessons = (function_lessons(tokenizer) if corpus == "python" and preset.repeats and preset.repeats.lesson_fraction
+               else None)
     return lm_batches(train_ids, val_ids, preset.batch_size, preset.block_size, seed, device, preset.repeats,
-                      tokenizer.n_vocab), train_ids, val_ids
+                      tokenizer.n_vocab, lessons), train_ids, val_ids
 
 
 # ----------------------------------------------------------------------------- saving and loading
@@ -223,7 +230,8 @@ def pretrain(corpus: str = "python", preset: str = "course", out_dir: str | os.P
     card = {
         "name": path.stem, "corpus": corpus, "preset": preset, "seed": seed, "fast": fast_mode(),
         "recipe": {"batch_size": spec.batch_size, "block_size": spec.block_size, "train": asdict(spec.train),
-                   "repeats": asdict(spec.repeats) if spec.repeats else None, "min_count": MIN_COUNT},
+                   "repeats": asdict(spec.repeats) if spec.repeats else None, "min_count": MIN_COUNT,
+                   "lesson_tasks": list(LESSON_TASKS)},
         "steps": config.max_steps, "tokens_seen": history.tokens, "wall_seconds": round(history.seconds, 1),
         "hardware": hardware(device, spec.train.cpu_bf16), "vocab_size": tokenizer.n_vocab, "params": model.num_params(),
         "corpus_tokens": len(train_ids) + len(val_ids),
@@ -250,7 +258,7 @@ def _cache_path(corpus: str, preset: str, seed: int) -> Path:
     """Where `pretrained` caches the model of (corpus, preset, seed): named after them and the recipe."""
     spec = get_preset(preset)
     name = f"{Path(load_corpus(corpus).name).name}-{preset}{'-fast' if fast_mode() else ''}"
-    return cache_dir() / "models" / fingerprint(corpus, spec, seed, MIN_COUNT) / f"{name}.safetensors"
+    return cache_dir() / "models" / fingerprint(corpus, spec, seed, MIN_COUNT, LESSON_TASKS) / f"{name}.safetensors"
 
 
 # the course model: made with `gpt-lab pretrain --preset course --out gpt_lab/assets`

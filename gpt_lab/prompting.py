@@ -20,6 +20,8 @@ Pair = tuple[str, str]
 
 # The function-name task written for a code model: the code, then a comment naming it.
 CODE_NAME_FORMAT = {"answer_prefix": "\n# name:", "separator": "\n\n"}
+# The arguments task the same way: the code, then a comment listing its arguments ("self, path, strict").
+CODE_ARGUMENTS_FORMAT = {"answer_prefix": "\n# arguments:", "separator": "\n\n"}
 
 
 def few_shot_prompt(examples: Sequence[Pair], query: str, instruction: str = "", answer_prefix: str = " ->",

@@ -13,20 +13,15 @@ the same teacher-forcing loss as pre-training, learning only the answer tokens. 
 """
 from __future__ import annotations
 
-import ast
 import copy
-import json
 import random
-import sysconfig
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
-from gpt_lab.cache import atomic_write, build_once, cache_dir, fingerprint
-from gpt_lab.data import collate, files_fingerprint, pad_sequences, python_files
+from gpt_lab.cache import build_once, cache_dir, fingerprint
+from gpt_lab.data import collate, pad_sequences, split_modules, stdlib_functions
 from gpt_lab.presets import Bundle, fast_mode, load_bundle, pretrained
 from gpt_lab.prompting import complete
 from gpt_lab.tokenizer import ENDOFTEXT, get_tokenizer
@@ -123,77 +118,6 @@ class SFTSplits:
 
     train: list[SFTExample] = field(default_factory=list)
     test: list[SFTExample] = field(default_factory=list)
-
-
-def _module_name(path: Path, root: Path) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _arguments(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
-    """Parameter names in signature order, `*args` and `**kwargs` spelled with their stars."""
-    a = node.args
-    names = [x.arg for x in a.posonlyargs + a.args]
-    names += [f"*{a.vararg.arg}"] if a.vararg else []
-    names += [x.arg for x in a.kwonlyargs]
-    names += [f"**{a.kwarg.arg}"] if a.kwarg else []
-    return ", ".join(names)
-
-
-def stdlib_functions() -> list[dict]:
-    """Every function of the standard library as {module, name, arguments, code, code_tokens}.
-
-    Parsed with `ast` once (seconds), then cached as JSON in the cache dir. Dunder methods are
-    skipped (their names are too predictable) and so are duplicate bodies; `code` is the
-    dedented source lines from `def` to the end of the body (decorators excluded).
-    """
-    files = python_files()
-    path = cache_dir() / "sft" / f"stdlib-functions-{files_fingerprint('stdlib-functions-v2', files)}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    root = Path(sysconfig.get_paths()["stdlib"])
-    enc = get_tokenizer()
-    records, seen = [], set()
-    for file in files:
-        try:
-            source = file.read_text(encoding="utf-8")
-            tree = ast.parse(source)
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        module, lines = _module_name(file, root), source.splitlines()
-        for node in ast.walk(tree):
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            if node.name.startswith("__") and node.name.endswith("__"):
-                continue
-            code = textwrap.dedent("\n".join(lines[node.lineno - 1:node.end_lineno])).rstrip()
-            if not code.startswith(("def ", "async def ")) or code in seen:
-                continue  # a multi-line string at column 0 defeats dedent; or a copy of another function
-            seen.add(code)
-            records.append({"module": module, "name": node.name, "arguments": _arguments(node), "code": code,
-                            "code_tokens": len(enc.encode(code, disallowed_special=()))})
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(records)))
-    return records
-
-
-def split_modules(modules: Sequence[str], test_fraction: float = 0.2, seed: int = 0) -> set[str]:
-    """The top-level packages held out for testing: shuffled (seeded), taken until they cover
-    `test_fraction` of `modules` (one entry per function, so big packages weigh more)."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    counts: dict[str, int] = {}
-    for m in modules:
-        top = m.split(".")[0]
-        counts[top] = counts.get(top, 0) + 1
-    groups = sorted(counts)
-    random.Random(seed).shuffle(groups)
-    test, total = set(), 0
-    for g in groups:
-        if total >= test_fraction * len(modules):
-            break
-        test.add(g)
-        total += counts[g]
-    return test
 
 
 def function_tasks(tasks: Sequence[str] = ("function-name", "arguments"), seed: int = 0,

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from gpt_lab.cache import atomic_write
-from gpt_lab.data import Repeats, get_batch
+from gpt_lab.data import Lessons, Repeats, get_batch
 from gpt_lab.device import autocast
 
 Batch = tuple[torch.Tensor, ...]
@@ -37,11 +37,12 @@ def batch_generator(seed: int, split: str, step: int) -> torch.Generator:
 
 def lm_batches(train_ids: np.ndarray, val_ids: np.ndarray, batch_size: int, block_size: int, seed: int = 0,
                device: torch.device | str = "cpu", repeats: Repeats | None = None,
-               vocab_size: int | None = None) -> BatchFn:
+               vocab_size: int | None = None, lessons: Lessons | None = None) -> BatchFn:
     """Random-window batches from token arrays; batch (split, step) is the same on every call.
 
     `repeats` rewrites some training rows so that copying from the context pays (see
-    `gpt_lab.data.Repeats`); validation batches stay plain text, so val loss measures the text.
+    `gpt_lab.data.Repeats`, with `lessons` for its lesson rows); validation batches stay plain
+    text, so val loss measures the text.
 
     Under DDP each rank takes its slice of one global batch of `batch_size * world_size` rows,
     so N processes see exactly the batch one process would see with N times the batch size.
@@ -50,7 +51,7 @@ def lm_batches(train_ids: np.ndarray, val_ids: np.ndarray, batch_size: int, bloc
         rank, world = distributed_info()
         data = {"train": train_ids, "val": val_ids}[split]
         x, y = get_batch(data, batch_size * world, block_size, generator=batch_generator(seed, split, step),
-                         repeats=repeats if split == "train" else None, vocab_size=vocab_size)
+                         repeats=repeats if split == "train" else None, vocab_size=vocab_size, lessons=lessons)
         rows = slice(rank * batch_size, (rank + 1) * batch_size)
         return x[rows].to(device), y[rows].to(device)
 
@@ -59,14 +60,16 @@ def lm_batches(train_ids: np.ndarray, val_ids: np.ndarray, batch_size: int, bloc
 
 def configure_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
                         betas: tuple[float, float] = (0.9, 0.95), fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW with two groups: matrices (Linear, embedding weights) decay; biases and LayerNorm gains do not.
+    """AdamW with two groups: the weights of Linear and Embedding layers decay; everything else
+    (biases, LayerNorm gains, the smeared keys' mix) does not.
 
     `fused` (default: on CPU and CUDA) updates every parameter in one kernel instead of a loop of
     small ones; the arithmetic is the same.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    decay = [p for p in params if id(p) in matrices]
+    no_decay = [p for p in params if id(p) not in matrices]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if fused is None:
         fused = bool(params) and params[0].device.type in ("cpu", "cuda")

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,67 @@ def test_lm_batches_rewrite_training_rows_only():
         get_batch(ids, 4, 8, repeats=Repeats(copy_fraction=0.5))
     with pytest.raises(ValueError, match="at most 1"):
         Repeats(span_fraction=0.7, copy_fraction=0.5)
+
+
+def test_lesson_answers_read_each_question_off_the_function():
+    from gpt_lab.data import LESSON_TASKS, lesson_answers
+
+    record = {"name": "_read_mime_types", "arguments": "self, path, *rest"}
+    assert lesson_answers(record) == {"name": "_read_mime_types", "first word": "read", "arguments": "self, path, *rest",
+                                      "first argument": "path", "last argument": "*rest"}
+    assert set(lesson_answers(record)) == set(LESSON_TASKS)
+    assert lesson_answers({"name": "keys", "arguments": "self"}) == {"name": "keys", "first word": "keys"}
+    assert lesson_answers({"name": "__", "arguments": ""})["first word"] == "__"
+
+
+def test_lessons_write_functions_with_their_answers_in_one_format_per_row():
+    """A lesson row is blocks of "{code}{marker} {answer}" with one marker and one question per row,
+    answers read off the function's own code, and no held-out package in it."""
+    from gpt_lab.data import LESSON_TASKS, LESSON_WORDS, function_lessons, lesson_answers, split_modules, stdlib_functions
+    from gpt_lab.presets import course_tokenizer
+
+    tok = course_tokenizer("python")
+    lessons = function_lessons(tok, max_code_tokens=32)
+    records = stdlib_functions()
+    held_out = split_modules([r["module"] for r in records])
+    by_code = {r["code"]: r for r in records}
+    marker_texts = {tok.decode(m).lstrip("\n") for m in lessons.markers}
+    assert "name" not in LESSON_WORDS and "arguments" not in LESSON_WORDS  # the few-shot formats stay unseen
+    g = torch.Generator().manual_seed(0)
+    tasks_seen = set()
+    for _ in range(60):
+        row = lessons.row(300, g)
+        assert row.shape == (300,)
+        # blocks start at a top-level def or decorator (a function's own code may hold blank lines)
+        blocks = re.split(r"\n\n(?=@|def |async def )", tok.decode(row.tolist()))[:-1]  # the last may be cut
+        markers, tasks = set(), set(LESSON_TASKS)
+        for block in blocks:
+            code, marker_line = block.rstrip("\n").rsplit("\n", 1)
+            r = by_code[code]
+            assert r["module"].split(".")[0] not in held_out
+            answers = lesson_answers(r)
+            fits = {t for t, a in answers.items() if marker_line.endswith(" " + a)
+                    and marker_line[: -len(a) - 1] in marker_texts}
+            assert fits, (marker_line, answers)
+            tasks &= fits  # the row's one question answers every block
+            markers.add(marker_line[: -len(answers[min(fits)]) - 1])
+        assert len(blocks) >= 2 and len(markers) == 1 and tasks
+        if len(tasks) == 1:
+            tasks_seen |= tasks
+    assert tasks_seen == set(LESSON_TASKS)
+
+
+def test_repeats_turn_a_share_of_rows_into_lessons_only_when_given_lessons():
+    from gpt_lab.data import LESSON_TASKS, Lessons
+
+    lessons = Lessons({task: [([1, 2, 3], [4])] for task in LESSON_TASKS}, [[7]], [8])
+    data = torch.arange(100, 1100)
+    repeats = Repeats(lesson_fraction=0.5)
+    g = torch.Generator().manual_seed(0)
+    x, _ = get_batch(data, 8, 16, generator=g, repeats=repeats, lessons=lessons)
+    lesson_rows = [row for row in x.tolist() if row[:4] == [1, 2, 3, 7]]
+    assert len(lesson_rows) == 4
+    x, _ = get_batch(data, 8, 16, generator=torch.Generator().manual_seed(0), repeats=repeats)
+    assert (x >= 100).all()  # no lessons given: plain text
+    with pytest.raises(ValueError, match="at most 1"):
+        Repeats(span_fraction=0.5, copy_fraction=0.25, lesson_fraction=0.5)

@@ -103,28 +103,30 @@ def test_cached_forward_matches_full_forward(key_shift):
     assert cache.length == 16
 
 
-def test_key_shift_is_off_by_default_and_adds_one_mix_per_head():
+def test_key_shift_is_off_by_default_and_adds_one_mix_per_head_and_channel():
     assert GPTConfig().key_shift is False
     assert not any("key_mix" in name for name, _ in tiny().named_parameters())
     mixes = [p for name, p in tiny(key_shift=True).named_parameters() if name.endswith("attn.key_mix")]
-    assert len(mixes) == SMALL["n_layer"] and all(p.shape == (SMALL["n_head"],) for p in mixes)
+    head_dim = SMALL["n_embd"] // SMALL["n_head"]
+    assert len(mixes) == SMALL["n_layer"] and all(p.shape == (SMALL["n_head"], head_dim) for p in mixes)
 
 
 def test_smeared_keys_match_a_loop_over_positions():
-    """Each head's key j becomes s k_j + (1 - s) k_{j-1} (k_{-1} = 0), s = sigmoid(key_mix[h]); the
+    """Channel c of each head's key j becomes s k_j + (1 - s) k_{j-1} (k_{-1} = 0), s = sigmoid(key_mix[h, c]); the
     attention output equals PyTorch's causal attention over keys smeared by an explicit loop."""
     model = tiny(seed=3, key_shift=True)
     attn = model.transformer.h[0].attn
     with torch.no_grad():
-        attn.key_mix.copy_(torch.tensor([1.5, -0.5, 0.0, -3.0]))
+        attn.key_mix.copy_(torch.randn(attn.key_mix.shape, generator=torch.Generator().manual_seed(0)) * 2)
         x = torch.randn(2, 7, SMALL["n_embd"])
         q, k, v = (attn.split_heads(t) for t in attn.c_attn(x).split(SMALL["n_embd"], dim=2))
         smeared = torch.zeros_like(k)
         for h in range(SMALL["n_head"]):
-            s = 1 / (1 + math.exp(-float(attn.key_mix[h])))
-            for j in range(7):
-                previous = k[:, h, j - 1] if j > 0 else torch.zeros_like(k[:, h, 0])
-                smeared[:, h, j] = s * k[:, h, j] + (1 - s) * previous
+            for c in range(k.shape[-1]):
+                s = 1 / (1 + math.exp(-float(attn.key_mix[h, c])))
+                for j in range(7):
+                    previous = k[:, h, j - 1, c] if j > 0 else torch.zeros_like(k[:, h, 0, c])
+                    smeared[:, h, j, c] = s * k[:, h, j, c] + (1 - s) * previous
         y = F.scaled_dot_product_attention(q, smeared, v, is_causal=True).transpose(1, 2).reshape(2, 7, -1)
         expected = attn.c_proj(y)
         torch.testing.assert_close(attn(x, is_causal=True)[0], expected, atol=1e-6, rtol=1e-5)

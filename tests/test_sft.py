@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gpt_lab.data import function_arguments
 from gpt_lab.model import GPT, GPTConfig
-from gpt_lab.sft import (SYSTEM_PROMPT, TASKS, AnswerLoss, SFTExample, _arguments, apply_chat_template,
+from gpt_lab.sft import (SYSTEM_PROMPT, TASKS, AnswerLoss, SFTExample, apply_chat_template,
                          build_sft_example, evaluate_exact_match, finetune, finetuned, function_tasks, predict,
                          sft_batches)
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
@@ -113,7 +114,7 @@ def test_arguments_match_inspect_signature():
 
     node = ast.parse(inspect.getsource(f).strip()).body[0]
     expected = ", ".join(str(p).split("=")[0] for p in inspect.signature(f).parameters.values())
-    assert _arguments(node) == expected == "a, b, c, *rest, d, e, **kw"
+    assert function_arguments(node) == expected == "a, b, c, *rest, d, e, **kw"
 
 
 def test_function_tasks_split_by_module_and_answers():
@@ -128,7 +129,7 @@ def test_function_tasks_split_by_module_and_answers():
         assert len(get_tokenizer().encode(e.code, disallowed_special=())) <= 48
         node = ast.parse(e.code).body[0]  # real, parseable code of one function
         assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-        assert e.answer == (node.name if e.task == "function-name" else _arguments(node))
+        assert e.answer == (node.name if e.task == "function-name" else function_arguments(node))
     # deterministic, and the seed changes which packages are held out
     again = function_tasks(max_code_tokens=48)
     assert again.test == splits.test and again.train == splits.train

@@ -26,9 +26,9 @@ from gpt_lab.train import (
 HERE = Path(__file__).parent
 
 
-def tiny_model(seed=0):
+def tiny_model(seed=0, key_shift=False):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    return GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16, key_shift=key_shift))
 
 
 def pattern_data(n=4000):
@@ -61,11 +61,14 @@ def test_warmup_then_cosine_schedule():
 
 
 def test_optimizer_groups_decay_only_matrices():
-    model = tiny_model()
+    model = tiny_model(key_shift=True)
     opt = configure_optimizer(model, 1e-3, weight_decay=0.1)
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert all(p.dim() >= 2 for p in decay["params"])
+    mixes = {id(b.attn.key_mix) for b in model.transformer.h}  # (n_head, head_dim) mixes, not weights: no decay
+    assert mixes and mixes <= {id(p) for p in no_decay["params"]}
+    assert all(p.dim() == 1 or id(p) in mixes for p in no_decay["params"])
     n_total = sum(1 for _ in model.parameters())
     assert len(decay["params"]) + len(no_decay["params"]) == n_total
 
