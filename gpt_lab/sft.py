@@ -169,7 +169,8 @@ def sft_batches(examples: Sequence[SFTExample] | Mapping[str, Sequence[SFTExampl
     """A batch function `(split, step) -> (x, y, attention_mask)`, all (B, T), for `gpt_lab.train`.
 
     `examples` is the train list, or a mapping {"train": [...], "val": [...]}. Each split is
-    read in epochs of a seeded permutation, so batch (split, step) is always the same. Rows are
+    read in epochs of a seeded permutation, grouped by length (`_by_length`: less padding), so batch
+    (split, step) is always the same. Rows are
     right-padded with the end token to the longest row of the batch; y = shift_labels(labels)
     with IGNORE_INDEX on padding (and on the prompt when `mask_prompt`).
     """
@@ -196,13 +197,28 @@ def sft_batches(examples: Sequence[SFTExample] | Mapping[str, Sequence[SFTExampl
             epoch, pos = divmod(i, len(rows))
             if (split, epoch) not in orders:
                 g = torch.Generator().manual_seed((seed << 20) ^ (epoch << 1) ^ (split == "val"))
-                orders[(split, epoch)] = torch.randperm(len(rows), generator=g).tolist()
+                orders[(split, epoch)] = _by_length(torch.randperm(len(rows), generator=g).tolist(),
+                                                   [len(ids) for ids, _ in rows], batch_size, g)
             picked.append(rows[orders[(split, epoch)][pos]])
         x, mask = collate([ids for ids, _ in picked], tokenizer.eot_token, side="right")
         labels = pad_sequences([lab for _, lab in picked], IGNORE_INDEX, side="right")
         return x.to(device), shift_labels(labels).to(device), mask.to(device)
 
     return batches
+
+
+def _by_length(order: list[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+               pool_batches: int = 16) -> list[int]:
+    """`order` (a permutation) regrouped so that each batch holds rows of similar length: every run of
+    `pool_batches` batches is sorted by length, cut into batches, and the batches are shuffled. Still
+    a permutation, so an epoch still shows every row once; a batch pads less, and training is faster
+    (on the fine-tuning set of the SFT chapter, batches of 32: 34% padding in random batches, 4% here)."""
+    pool = batch_size * pool_batches
+    chunks = []
+    for start in range(0, len(order), pool):
+        ranked = sorted(order[start:start + pool], key=lambda i: lengths[i])
+        chunks += [ranked[j:j + batch_size] for j in range(0, len(ranked), batch_size)]
+    return [i for k in torch.randperm(len(chunks), generator=generator).tolist() for i in chunks[k]]
 
 
 class AnswerLoss(torch.nn.Module):
@@ -239,8 +255,9 @@ class SFTRecipe:
     n_eval: int  # test examples per task scored by `finetuned`
 
 
-# measured on the `small` course model (see benchmarks/sft_results.py)
-RECIPES = {"full": SFTRecipe(steps=300, lr=1e-3, batch_size=16, warmup_steps=20, n_eval=300),
+# chosen on the shipped course model (benchmarks/sft_results.py): 600 steps of 32 examples (about two
+# epochs of the training split) take about 90 s masked on 2 CPU cores with bf16 autocast
+RECIPES = {"full": SFTRecipe(steps=600, lr=1e-3, batch_size=32, warmup_steps=20, n_eval=300),
            "fast": SFTRecipe(steps=12, lr=1e-3, batch_size=8, warmup_steps=2, n_eval=16)}
 
 
@@ -266,7 +283,8 @@ def finetune(model: torch.nn.Module, tokenizer, train_examples: Sequence[SFTExam
                           seed, device)
     config = TrainConfig(max_steps=steps, lr=lr or recipe.lr,
                          warmup_steps=min(recipe.warmup_steps if warmup_steps is None else warmup_steps, steps),
-                         eval_interval=max(1, steps // 5) if val_examples else 0, eval_steps=4, progress=progress)
+                         eval_interval=max(1, steps // 5) if val_examples else 0, eval_steps=4, cpu_bf16=True,
+                         progress=progress)
     history = train(AnswerLoss(model), batches, config)
     model.eval()
     return history

@@ -183,6 +183,27 @@ def test_every_example_is_seen_once_per_epoch(tok):
     assert len(set(seen)) == len(TOY)
 
 
+def test_by_length_is_a_permutation_with_less_padding():
+    """Each epoch still shows every row once, and batches group rows of similar length."""
+    from gpt_lab.sft import _by_length
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 200, (1000,), generator=g).tolist()
+    order = torch.randperm(1000, generator=g).tolist()
+    grouped = _by_length(order, lengths, 8, torch.Generator().manual_seed(1), pool_batches=16)
+    assert sorted(grouped) == list(range(1000))
+
+    def padding(o):  # padded positions when each batch pads to its longest row
+        return sum(8 * max(lengths[i] for i in o[j:j + 8]) - sum(lengths[i] for i in o[j:j + 8])
+                   for j in range(0, len(o), 8))
+    assert padding(grouped) < 0.25 * padding(order)
+    # the batches are cut from length-sorted pools: inside a batch the rows are sorted by length
+    batches = [grouped[j:j + 8] for j in range(0, 1000, 8)]
+    assert all([lengths[i] for i in b] == sorted(lengths[i] for i in b) for b in batches)
+    # and shuffled: the batch order is not sorted by length
+    firsts = [lengths[b[0]] for b in batches]
+    assert firsts != sorted(firsts)
+
+
 def test_finetune_lowers_the_answer_loss(tok):
     model = tiny_model(tok)
     masked = sft_batches(TOY, tok, batch_size=4, block_size=64)
