@@ -1,6 +1,6 @@
 """Written answers (nbgrader's hand-graded cells) on lab 8: the grader's course leaves them out of the
 autograded points and maximum and reports them as points still to be graded by hand, per submission. Every lab
-with written questions (labs 1-5, 8, 9) ends with three of them, each with rubric notes kept in solutions/."""
+with written questions (labs 1-9) ends with three of them, each with rubric notes kept in solutions/."""
 import copy
 
 import nbformat
@@ -53,7 +53,12 @@ def test_answered_written_answers_are_pending_blank_ones_score_zero(course, tmp_
 
 # Every lab with written questions: (its autograded points, unchanged by the questions).
 AUTOGRADED = {"lab01-attention": 10.0, "lab02-masking": 10.0, "lab03-teacher-forcing": 10.0, "lab04-decoding": 13.0,
-              "lab05-kv-cache": 10.0, "lab08-tokenizer": 7.0, "lab09-assemble-gpt": 9.0}
+              "lab05-kv-cache": 10.0, "lab06-prompting": 8.0, "lab07-sft": 10.0, "lab08-tokenizer": 7.0,
+              "lab09-assemble-gpt": 9.0}
+
+
+def test_every_lab_has_written_questions():
+    assert set(AUTOGRADED) == {lab for lab in LABS if solution(lab).exists()}
 
 
 @pytest.mark.parametrize("lab", AUTOGRADED)
