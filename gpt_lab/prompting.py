@@ -153,7 +153,11 @@ def binomial_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, f
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 (or n) successes the bound is exactly 0 (or 1); rounding would leave it a hair inside,
+    # and an error bar p - low would then be a tiny negative number that matplotlib refuses
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 @torch.no_grad()

@@ -161,5 +161,7 @@ def test_binomial_interval_solves_the_wilson_equation():
             if 0.0 < p < 1.0 or (p == 0.0 and k == 0) or (p == 1.0 and k == n):
                 assert n * (k / n - p) ** 2 == pytest.approx(z * z * p * (1 - p), abs=1e-9)
     assert binomial_interval(100, 200) == pytest.approx((0.4314, 0.5686), abs=1e-4)
+    for n in (7, 40, 394, 1000):  # exactly 0 / 1 at the ends: error bars p - low are never negative
+        assert binomial_interval(0, n)[0] == 0.0 and binomial_interval(n, n)[1] == 1.0
     with pytest.raises(ValueError):
         binomial_interval(3, 2)
