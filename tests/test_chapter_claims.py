@@ -323,8 +323,8 @@ def test_prompting_exercise_numbers():
     from gpt_lab.prompting import binomial_interval
 
     text = chapter("07_prompting.md")
-    assert (256 - 16) // 5 == 48 and (1024 - 16) // 5 == 201
-    assert "48 tokens for\n   $L = 256$ and 201 tokens" in text
+    assert (256 - 16) // 6 == 40 and (1024 - 16) // 6 == 168 and 256 - 16 - 4 * 40 == 80
+    assert "40 tokens for\n   $L = 256$ and 168 tokens" in text and "80 tokens for $L = 256$" in text
     low, high = binomial_interval(0, 40)
     assert low == 0.0 and f"{high:.1%}" == "8.8%" and "about 0% to 8.8%" in text
     assert round(99 * 1.96 ** 2) == 380 and binomial_interval(0, 381)[1] < 0.01 <= binomial_interval(0, 379)[1]
