@@ -1,6 +1,8 @@
 """Prompting vs supervised fine-tuning of the course model: exact match on held-out modules.
 
-    python benchmarks/sft_results.py [--preset course | --checkpoint PATH] [--steps 300] [--n-eval 300]
+    python benchmarks/sft_results.py [--preset course | --checkpoint PATH] [--steps N] [--n-eval N]
+
+Defaults: the `full` SFT recipe (gpt_lab.sft.RECIPES).
 
 Prints markdown tables (the numbers the prompting and SFT chapters quote):
 1. few-shot accuracy of the base model on the function-name task written as code + "# name:"

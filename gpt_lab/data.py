@@ -235,6 +235,8 @@ def lesson_answers(record: dict) -> dict[str, str]:
     if own:
         answers["first argument"], answers["last argument"] = own[0], own[-1]
     return answers
+
+
 # the lines that introduce a lesson's answer: a shape and a word, paired at random per row. "name" and
 # "arguments" are not among the words: the few-shot formats of gpt_lab.prompting never occur in them
 LESSON_SHAPES = ("\n# {}:", "\n# {} ->", "\n#{} =", "\n>>> {}:", "\n-- {}")

@@ -170,9 +170,8 @@ def sft_batches(examples: Sequence[SFTExample] | Mapping[str, Sequence[SFTExampl
 
     `examples` is the train list, or a mapping {"train": [...], "val": [...]}. Each split is
     read in epochs of a seeded permutation, grouped by length (`_by_length`: less padding), so batch
-    (split, step) is always the same. Rows are
-    right-padded with the end token to the longest row of the batch; y = shift_labels(labels)
-    with IGNORE_INDEX on padding (and on the prompt when `mask_prompt`).
+    (split, step) is always the same. Rows are right-padded with the end token to the longest row of
+    the batch; y = shift_labels(labels) with IGNORE_INDEX on padding (and on the prompt when `mask_prompt`).
     """
     by_split = dict(examples) if isinstance(examples, Mapping) else {"train": examples}
     if batch_size <= 0:
