@@ -27,6 +27,7 @@ from grader import LABS, REPO, collect_checks, nbgrader_max_points, release, sol
 import gpt_lab
 import gpt_lab.attention
 import gpt_lab_grader
+from gpt_lab.cache import atomic_write, build_once
 from gpt_lab_grader.report import read_grades_csv
 
 LAB = "lab01-attention"
@@ -353,11 +354,26 @@ def grade_archive(archive, out, env=None):
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    """Grade all hostile notebooks in one run; {student: row}, plus the output folder.
+    """Grade all hostile notebooks in one run: ({student: row}, output folder, archive, untouched, env).
 
-    Copies of the solution lie outside the course (elsewhere on disk, and in the grader's $HOME), a server
+    Graded once per test session: under pytest-xdist (`make test`, two workers) the first worker to ask
+    grades, the other waits for the run and reads it (the folder above the workers' temporary folders is
+    shared)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "hostile"
+    return build_once(root / "batch.json", lambda: _grade_batch(root), _read_batch)
+
+
+def _read_batch(path):
+    run = json.loads(path.read_text())
+    out = Path(run["out"])
+    return read_grades_csv(out / "grades.csv"), out, Path(run["archive"]), run["untouched"], run["env"]
+
+
+def _grade_batch(root):
+    """Copies of the solution lie outside the course (elsewhere on disk, and in the grader's $HOME), a server
     listens on localhost; the packages and the course are snapshotted before and compared after."""
-    root = tmp_path_factory.mktemp("hostile")
+    root.mkdir(parents=True, exist_ok=True)
     for copy_path in SOLUTION_COPIES:
         copy_path.parent.mkdir(parents=True, exist_ok=True)
     home = SOLUTION_COPIES[1].parent
@@ -381,7 +397,9 @@ def batch(tmp_path_factory):
     untouched = {"packages and course": _snapshot(*watched) == before, "archive": archive.read_bytes() == archive_bytes,
                  "copies": all(p.read_bytes() == SOLUTION.read_bytes() for p in SOLUTION_COPIES),
                  "no connection": listener.received == []}
-    return read_grades_csv(out / "grades.csv"), out, archive, untouched, env
+    run = {"out": str(out), "archive": str(archive), "untouched": untouched, "env": env}
+    atomic_write(root / "batch.json", lambda tmp: tmp.write_text(json.dumps(run)))
+    return _read_batch(root / "batch.json")
 
 
 def feedback(out, student):
