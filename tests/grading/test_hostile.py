@@ -18,6 +18,7 @@ import sys
 import threading
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import nbformat
 import pytest
@@ -354,7 +355,7 @@ def grade_archive(archive, out, env=None):
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    """Grade all hostile notebooks in one run: ({student: row}, output folder, archive, untouched, env).
+    """Grade all hostile notebooks in one run (a `Batch`).
 
     Graded once per test session: under pytest-xdist (`make test`, two workers) the first worker to ask
     grades, the other waits for the run and reads it (the folder above the workers' temporary folders is
@@ -364,10 +365,20 @@ def batch(tmp_path_factory):
     return build_once(root / "batch.json", lambda: _grade_batch(root), _read_batch)
 
 
+class Batch(NamedTuple):
+    table: dict          # {student: row of grades.csv}
+    out: Path            # the run's output folder
+    archive: Path        # the LMS archive graded
+    untouched: dict      # {what: nothing outside the workspace changed}
+    env: dict            # the grader's environment ($HOME holds a copy of the solution)
+    copies: list[str]    # where the copies of the solution lay (the grading worker's paths)
+
+
 def _read_batch(path):
     run = json.loads(path.read_text())
     out = Path(run["out"])
-    return read_grades_csv(out / "grades.csv"), out, Path(run["archive"]), run["untouched"], run["env"]
+    return Batch(read_grades_csv(out / "grades.csv"), out, Path(run["archive"]), run["untouched"], run["env"],
+                 run["copies"])
 
 
 def _grade_batch(root):
@@ -397,7 +408,8 @@ def _grade_batch(root):
     untouched = {"packages and course": _snapshot(*watched) == before, "archive": archive.read_bytes() == archive_bytes,
                  "copies": all(p.read_bytes() == SOLUTION.read_bytes() for p in SOLUTION_COPIES),
                  "no connection": listener.received == []}
-    run = {"out": str(out), "archive": str(archive), "untouched": untouched, "env": env}
+    run = {"out": str(out), "archive": str(archive), "untouched": untouched, "env": env,
+           "copies": [str(p) for p in SOLUTION_COPIES]}
     atomic_write(root / "batch.json", lambda tmp: tmp.write_text(json.dumps(run)))
     return _read_batch(root / "batch.json")
 
@@ -423,7 +435,7 @@ def hidden_max(prefix):
 
 
 def row(batch, student):
-    return batch[0][student]
+    return batch.table[student]
 
 
 def score(batch, student):
@@ -449,7 +461,7 @@ def test_correct_and_blank(batch):
 def test_partial_credit(batch):
     nbg, hidden, status = score(batch, "partial")
     assert status == "ok"
-    cells = points(batch[1], "partial")
+    cells = points(batch.out, "partial")
     assert {n for n, (p, m, _) in cells.items() if n.startswith("test-") and p == m} == {"test-sdpa", "test-gpt"}
     assert nbg == cells["test-sdpa"][1] + cells["test-gpt"][1]
     assert hidden == hidden_max("test_sdpa") > 0
@@ -459,22 +471,22 @@ def test_partial_credit(batch):
 def test_infinite_loop_is_stopped(batch):
     assert score(batch, "loop")[2] == "timeout"
     assert "time limit" in row(batch, "loop")["message"]
-    cells = points(batch[1], "loop")
+    cells = points(batch.out, "loop")
     assert "time limit" in cells["test-mha"][2] and cells["test-mha"][0] == 0
     assert [cells[name][0] for name in ("test-sdpa", "test-heads")] == [3, 2]  # what does not call the loop counts
-    assert hidden_points(batch[1], "loop", "test_sdpa") == hidden_max("test_sdpa")
-    assert hidden_points(batch[1], "loop", "test_split_heads") == hidden_max("test_split_heads")
-    assert hidden_points(batch[1], "loop", "test_mha") == 0
+    assert hidden_points(batch.out, "loop", "test_sdpa") == hidden_max("test_sdpa")
+    assert hidden_points(batch.out, "loop", "test_split_heads") == hidden_max("test_split_heads")
+    assert hidden_points(batch.out, "loop", "test_mha") == 0
 
 
 def test_memory_bomb_fails_only_what_it_touches(batch):
     assert score(batch, "membomb")[2] == "ok"
-    cells = points(batch[1], "membomb")
+    cells = points(batch.out, "membomb")
     assert "MemoryError" in cells["test-heads"][2] and cells["test-heads"][0] == 0
     assert cells["test-sdpa"][0] == cells["test-sdpa"][1]
-    assert hidden_points(batch[1], "membomb", "test_merge_heads") == 0
+    assert hidden_points(batch.out, "membomb", "test_merge_heads") == 0
     assert "memory" in cells["test_merge_heads[2-3-5-4]"][2]
-    assert hidden_points(batch[1], "membomb", "test_split_heads") == hidden_max("test_split_heads")
+    assert hidden_points(batch.out, "membomb", "test_split_heads") == hidden_max("test_split_heads")
 
 
 def test_invalid_json_is_rejected_with_a_reason(batch):
@@ -485,45 +497,45 @@ def test_invalid_json_is_rejected_with_a_reason(batch):
 
 def test_deleted_cells(batch):
     assert score(batch, "deleted")[2] == "ok"
-    cells = points(batch[1], "deleted")
+    cells = points(batch.out, "deleted")
     assert "missing from your notebook" in cells["test-heads"][2] and cells["test-heads"][0] == 0
-    assert cells["test-sdpa"][0] == 3 and hidden_points(batch[1], "deleted", "test_sdpa") == hidden_max("test_sdpa")
+    assert cells["test-sdpa"][0] == 3 and hidden_points(batch.out, "deleted", "test_sdpa") == hidden_max("test_sdpa")
     assert "not defined" in cells["test_split_heads[2-5-12-3]"][2]
-    assert hidden_points(batch[1], "deleted", "test_merge_heads") == 0
+    assert hidden_points(batch.out, "deleted", "test_merge_heads") == 0
 
 
 def test_renamed_cell_and_function(batch):
     assert score(batch, "renamed")[2] == "ok"
-    cells = points(batch[1], "renamed")
+    cells = points(batch.out, "renamed")
     assert cells["test-sdpa"][:2] == (3, 3) and "put back" in cells["test-sdpa"][2]  # with its own points
     assert "my-test" not in cells
-    assert cells["test-mha"][0] == 0 and hidden_points(batch[1], "renamed", "test_mha") == 0
+    assert cells["test-mha"][0] == 0 and hidden_points(batch.out, "renamed", "test_mha") == 0
     assert "renamed" in cells["test_mha_without_mask_or_bias"][2]
 
 
 def test_tampered_visible_tests_are_restored(batch):
     assert score(batch, "tampered")[2] == "ok"
-    cells = points(batch[1], "tampered")
+    cells = points(batch.out, "tampered")
     assert cells["test-sdpa"][:2] == (0, 3) and cells["test-gpt"][:2] == (0, 2)
     assert "restored" in row(batch, "tampered")["message"] and "test-sdpa" in row(batch, "tampered")["message"]
-    assert hidden_points(batch[1], "tampered", "test_sdpa_without_mask") == 0
-    assert hidden_points(batch[1], "tampered", "test_split_heads") == hidden_max("test_split_heads")
+    assert hidden_points(batch.out, "tampered", "test_sdpa_without_mask") == 0
+    assert hidden_points(batch.out, "tampered", "test_split_heads") == hidden_max("test_split_heads")
 
 
 def test_always_equal_results_do_not_pass(batch):
     assert score(batch, "alwaysequal")[2] == "ok"
-    cells = points(batch[1], "alwaysequal")
+    cells = points(batch.out, "alwaysequal")
     assert cells["test-sdpa"][0] == 0 and cells["test-mha"][0] == 0
-    assert hidden_points(batch[1], "alwaysequal", "test_sdpa") == 0
-    assert hidden_points(batch[1], "alwaysequal", "test_mha") == 0
-    assert hidden_points(batch[1], "alwaysequal", "test_split_heads") == hidden_max("test_split_heads")
+    assert hidden_points(batch.out, "alwaysequal", "test_sdpa") == 0
+    assert hidden_points(batch.out, "alwaysequal", "test_mha") == 0
+    assert hidden_points(batch.out, "alwaysequal", "test_split_heads") == hidden_max("test_split_heads")
 
 
 def test_reading_tests_or_solutions_is_rejected(batch):
     r = row(batch, "snoop")
     assert (r["status"], r["total"]) == ("rejected", "0")
     assert "(denied)" in r["message"]
-    page = feedback(batch[1], "snoop")  # lists every denied attempt
+    page = feedback(batch.out, "snoop")  # lists every denied attempt
     for target in ("lab01_attention/checks.py", "solutions/lab01-attention", "autograded/snoop", "correct/submitted"):
         assert target in page
     assert "BEGIN SOLUTION" not in page and "def test_" not in page
@@ -539,14 +551,14 @@ def test_os_exit_kills_only_its_own_kernel(batch):
     nbg, hidden, status = score(batch, "exits")
     assert status == "crashed" and nbg == 0
     assert "died" in row(batch, "exits")["message"]
-    assert hidden_points(batch[1], "exits", "test_sdpa") == hidden_max("test_sdpa")
-    assert hidden_points(batch[1], "exits", "test_merge_heads") == 0
+    assert hidden_points(batch.out, "exits", "test_sdpa") == hidden_max("test_sdpa")
+    assert hidden_points(batch.out, "exits", "test_merge_heads") == 0
 
 
 def test_output_flood_is_capped_and_sys_exit_fails_one_cell(batch):
     assert score(batch, "flood") == (NBGRADER_MAX, SPEC.hidden_max_points, "ok")
     assert "printed more than" in row(batch, "flood")["message"]
-    executed = batch[1] / "workspace" / "flood" / "autograded" / "flood" / LAB / f"{LAB}.ipynb"
+    executed = batch.out / "workspace" / "flood" / "autograded" / "flood" / LAB / f"{LAB}.ipynb"
     assert executed.stat().st_size < 5_000_000
     text = executed.read_text()
     assert "[output stopped by the grader after 1000000 characters]" in text  # by the kernel itself
@@ -557,24 +569,24 @@ def test_calling_the_reference_costs_that_function(batch):
     """A call of the reference scores 0 for the function that makes it (its notebook tests too), not the lab."""
     r = row(batch, "cheat")
     assert r["status"] == "review" and "instead of implementing it" in r["message"]
-    cells = points(batch[1], "cheat")
+    cells = points(batch.out, "cheat")
     assert cells["test-sdpa"][0] == 0 and "calls gpt_lab&#x27;s reference" in cells["test-sdpa"][2]  # HTML-escaped
-    assert hidden_points(batch[1], "cheat", "test_sdpa") == 0
-    assert cells["test-heads"][:2] == (2, 2) and hidden_points(batch[1], "cheat", "test_split_heads") == hidden_max("test_split_heads")
+    assert hidden_points(batch.out, "cheat", "test_sdpa") == 0
+    assert cells["test-heads"][:2] == (2, 2) and hidden_points(batch.out, "cheat", "test_split_heads") == hidden_max("test_split_heads")
     assert 0 < float(r["total"]) < float(r["max"])
 
 
 def test_reference_reached_through_an_alias_a_method_and_a_closure(batch):
     r = row(batch, "borrow")
     assert r["status"] == "review"
-    cells = points(batch[1], "borrow")
-    assert hidden_points(batch[1], "borrow", "test_sdpa") == 0
-    assert hidden_points(batch[1], "borrow", "test_split_heads") == 0
-    assert "`split_heads` calls gpt_lab.attention.MultiHeadAttention.split_heads" in feedback(batch[1], "borrow")
+    cells = points(batch.out, "borrow")
+    assert hidden_points(batch.out, "borrow", "test_sdpa") == 0
+    assert hidden_points(batch.out, "borrow", "test_split_heads") == 0
+    assert "`split_heads` calls gpt_lab.attention.MultiHeadAttention.split_heads" in feedback(batch.out, "borrow")
     assert "`scaled_dot_product_attention` calls gpt_lab.attention.scaled_dot_product_attention" in \
-        feedback(batch[1], "borrow")
+        feedback(batch.out, "borrow")
     assert cells["test-sdpa"][0] == 0 and cells["test-heads"][0] == 0
-    assert hidden_points(batch[1], "borrow", "test_merge_heads") == hidden_max("test_merge_heads") > 0
+    assert hidden_points(batch.out, "borrow", "test_merge_heads") == hidden_max("test_merge_heads") > 0
 
 
 def test_copies_of_the_reference_made_at_run_time_cost_that_function(batch):
@@ -582,12 +594,12 @@ def test_copies_of_the_reference_made_at_run_time_cost_that_function(batch):
     (marshal): fresh functions the tripwire never saw; the copy watch flags them like a call of the reference."""
     r = row(batch, "copier")
     assert r["status"] == "review"
-    page, cells = feedback(batch[1], "copier"), points(batch[1], "copier")
+    page, cells = feedback(batch.out, "copier"), points(batch.out, "copier")
     assert "`scaled_dot_product_attention` calls gpt_lab.attention.scaled_dot_product_attention" in page
     assert "`split_heads` calls gpt_lab.attention.MultiHeadAttention.split_heads" in page
-    assert hidden_points(batch[1], "copier", "test_sdpa") == 0 and hidden_points(batch[1], "copier", "test_split_heads") == 0
+    assert hidden_points(batch.out, "copier", "test_sdpa") == 0 and hidden_points(batch.out, "copier", "test_split_heads") == 0
     assert cells["test-sdpa"][0] == 0 and cells["test-heads"][0] == 0
-    assert hidden_points(batch[1], "copier", "test_merge_heads") == hidden_max("test_merge_heads") > 0
+    assert hidden_points(batch.out, "copier", "test_merge_heads") == hidden_max("test_merge_heads") > 0
     assert 0 < float(r["total"]) < float(r["max"])
 
 
@@ -602,7 +614,7 @@ def test_writes_into_the_packages_and_the_course_are_rejected(batch):
     r = row(batch, "writer")
     assert (r["status"], r["total"]) == ("rejected", "0") and "writing there" in r["message"]
     assert not [t for t in WRITE_TARGETS if t.exists()]
-    assert batch[3]["packages and course"], "a submission changed the installed packages or the course"
+    assert batch.untouched["packages and course"], "a submission changed the installed packages or the course"
 
 
 def test_copies_of_the_solution_elsewhere_are_out_of_reach(batch):
@@ -614,30 +626,30 @@ def test_copies_of_the_solution_elsewhere_are_out_of_reach(batch):
     r = row(batch, "finder")
     refused = r["status"] == "rejected" and ("denied" in r["message"] or "does not allow" in r["message"])
     assert refused or score(batch, "finder") == (NBGRADER_MAX, SPEC.hidden_max_points, "ok"), r
-    executed = batch[1] / "workspace" / "finder" / "autograded" / "finder" / LAB / f"{LAB}.ipynb"
+    executed = batch.out / "workspace" / "finder" / "autograded" / "finder" / LAB / f"{LAB}.ipynb"
     # what the search prints for a copy it could read (a rejected run may stop before a notebook is written);
     # files that merely contain the marker (nbgrader's own test fixtures in the venv, the release code) do not count
     text = executed.read_text() if executed.exists() else ""
-    secret = [str(p) for p in SOLUTION_COPIES] + [str(REPO / "solutions"), str(REPO / "tests")]
+    secret = batch.copies + [str(REPO / "solutions"), str(REPO / "tests")]
     assert not any(f"FOUND {place}" in text for place in secret)
-    assert batch[3]["copies"]
+    assert batch.untouched["copies"]
 
 
 def test_sockets_reach_nothing_and_are_rejected_in_the_checks(batch):
     r = row(batch, "socket")
     assert (r["status"], r["total"]) == ("rejected", "0") and "socket" in r["message"]
-    assert batch[3]["no connection"], "a sandboxed notebook reached a server on localhost"
+    assert batch.untouched["no connection"], "a sandboxed notebook reached a server on localhost"
 
 
 def test_forking_is_rejected(batch):
     r = row(batch, "forker")
     assert (r["status"], r["total"]) == ("rejected", "0") and "os.fork" in r["message"]
-    log = (batch[1] / "workspace" / "forker" / "guard.log").read_text()
+    log = (batch.out / "workspace" / "forker" / "guard.log").read_text()
     assert "os.fork" in log or "_posixsubprocess.fork_exec" in log or "subprocess.Popen" in log
 
 
 def test_lms_user_id_and_late_flag_are_kept(batch):
-    table = batch[0]
+    table = batch.table
     assert table["partial"]["late"] == "late" and table["correct"]["late"] == ""
     assert table["correct"]["lms_user_id"].isdigit()
     assert table["partial"]["hidden:test_split_heads[2-5-12-3]"] == "0"
@@ -646,11 +658,11 @@ def test_lms_user_id_and_late_flag_are_kept(batch):
 
 def test_a_second_run_gives_the_same_csv(batch, tmp_path):
     """The whole batch graded again (--jobs 2, the machine as loaded as it is): the same bytes."""
-    first = (batch[1] / "grades.csv").read_bytes()
-    again = grade_archive(batch[2], tmp_path / "again", batch[4])
+    first = (batch.out / "grades.csv").read_bytes()
+    again = grade_archive(batch.archive, tmp_path / "again", batch.env)
     assert (again / "grades.csv").read_bytes() == first
-    for student in batch[0]:
-        assert feedback(again, student) == feedback(batch[1], student), student
+    for student in batch.table:
+        assert feedback(again, student) == feedback(batch.out, student), student
 
 
 def _secret_lines():
@@ -670,8 +682,8 @@ def _secret_lines():
 def test_feedback_never_shows_hidden_tests_or_answers(batch):
     secrets = _secret_lines()
     assert len(secrets) > 20
-    for student in batch[0]:
-        page = feedback(batch[1], student)
+    for student in batch.table:
+        page = feedback(batch.out, student)
         leaked = [s for s in secrets if s in page]
         assert not leaked, f"{student}'s feedback shows {leaked[:3]}"
 
@@ -688,7 +700,7 @@ def test_only_regrades_one_student_and_touches_nothing_else(batch, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gpt_lab_grader", LAB, str(archive), "--course", str(REPO), "--out",
                            str(copy_out), "--only", "partial", "--jobs", "2", "--timeout", str(TIMEOUT_S),
                            "--memory-mb", str(MEMORY_MB), "--no-progress", "--wall-factor", "100"],
-                          capture_output=True, text=True, timeout=GRADE_WALL_S, env=batch[4])
+                          capture_output=True, text=True, timeout=GRADE_WALL_S, env=batch.env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (copy_out / "grades.csv").read_bytes() == (out / "grades.csv").read_bytes()
     assert feedback(copy_out, "partial") == feedback(out, "partial")
