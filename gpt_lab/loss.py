@@ -25,6 +25,58 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGN
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index)
 
 
+def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """Mean cross-entropy of the LM head's logits `hidden @ weight.T` against `targets`, a chunk of rows at a time.
+
+    hidden: (N, C), final hidden states at the learned positions; weight: (V, C), the LM head; targets:
+    (N,), none ignored. Equals `lm_loss(F.linear(hidden, weight)[None], targets[None])`, but the (N, V)
+    logits, the largest tensor of a step (2,648 x 7,059 for a batch of unmasked SFT), never exist whole:
+    each chunk's logits become its loss and, in the same pass, its gradients (softmax - one-hot), and are
+    dropped while they are still in the cache. Under autocast the matmuls run in its dtype, the softmax
+    in float32, as `lm_loss` does.
+    """
+    if hidden.shape[:-1] != targets.shape or hidden.dim() != 2 or weight.shape[1] != hidden.shape[1]:
+        raise ValueError(f"hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)} and targets "
+                         f"{tuple(targets.shape)} disagree: expected (N, C), (V, C) and (N,)")
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _ChunkedLMLoss.apply(hidden, weight, targets, chunk)
+    return _chunked_loss(hidden, weight, targets, chunk, grads=False)[0]
+
+
+def _chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+                  grads: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(mean loss, d loss / d hidden, d loss / d weight), the gradients only when `grads`."""
+    n = hidden.shape[0]
+    total = torch.zeros((), device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if grads else None
+    grad_weight = torch.zeros(weight.shape, device=weight.device) if grads else None  # float32 sums
+    for i in range(0, n, chunk):
+        h, y = hidden[i:i + chunk], targets[i:i + chunk]
+        logits = (h @ weight.T).float()                                    # (c, V)
+        total += (torch.logsumexp(logits, -1) - logits.gather(1, y[:, None])[:, 0]).sum()
+        if grads:
+            d_logits = torch.softmax(logits, -1)                           # d(-log p_y) / d logits = p - onehot(y)
+            d_logits[torch.arange(len(y), device=y.device), y] -= 1
+            grad_hidden[i:i + chunk] = d_logits @ weight
+            grad_weight += (d_logits.T @ h).float()
+    return total / n, grad_hidden / n if grads else None, grad_weight / n if grads else None
+
+
+class _ChunkedLMLoss(torch.autograd.Function):
+    """`chunked_lm_loss` for autograd: the gradients are made in the forward pass, the backward scales them."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk):
+        loss, grad_hidden, grad_weight = _chunked_loss(hidden, weight, targets, chunk, grads=True)
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None
+
+
 def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Labels aligned with the input (B, T) -> next-token targets (B, T): targets[:, t] = labels[:, t+1].
 

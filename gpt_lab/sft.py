@@ -25,7 +25,7 @@ from gpt_lab.data import collate, pad_sequences, split_modules, stdlib_functions
 from gpt_lab.presets import Bundle, fast_mode, load_bundle, pretrained
 from gpt_lab.prompting import complete
 from gpt_lab.tokenizer import ENDOFTEXT, get_tokenizer
-from gpt_lab.loss import IGNORE_INDEX, lm_loss, shift_labels
+from gpt_lab.loss import IGNORE_INDEX, chunked_lm_loss, shift_labels
 from gpt_lab.train import BatchFn, History, TrainConfig, save_checkpoint, train
 
 SYSTEM_PROMPT = "You are a helpful assistant in programming."
@@ -223,10 +223,11 @@ def _by_length(order: list[int], lengths: Sequence[int], batch_size: int, genera
 class AnswerLoss(torch.nn.Module):
     """`model` for training, with the output layer run only at the positions that are learned.
 
-    Returns the same loss as `model(idx, attention_mask, targets)` (mean cross-entropy over the
-    targets that are not IGNORE_INDEX), but with a masked prompt only the few answer positions
-    of each row pay for the (C x vocab) LM head, the most expensive layer of the course model.
-    Parameters are the model's own: training the wrapper trains the model.
+    Returns (None, the same loss as `model(idx, attention_mask, targets)`): the mean cross-entropy
+    over the targets that are not IGNORE_INDEX. With a masked prompt only the few answer positions
+    of each row pay for the (C x vocab) LM head, the most expensive layer of the course model;
+    without the mask, `chunked_lm_loss` keeps the (positions x vocab) logits from ever existing
+    whole. Parameters are the model's own: training the wrapper trains the model.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -234,13 +235,12 @@ class AnswerLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                targets: torch.Tensor | None = None) -> tuple[None, torch.Tensor]:
         if targets is None:
-            raise ValueError("AnswerLoss needs targets: it computes logits only where targets are learned")
+            raise ValueError("AnswerLoss needs targets: it computes the loss only where targets are learned")
         hidden, _ = self.model.hidden_states(idx, attention_mask)          # (B, T, C)
         keep = targets != IGNORE_INDEX                                     # (B, T)
-        logits = self.model.lm_head(hidden[keep])                          # (N, V): learned positions only
-        return logits, lm_loss(logits[None], targets[keep][None])
+        return None, chunked_lm_loss(hidden[keep], self.model.lm_head.weight, targets[keep])  # N learned rows
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,7 @@ def test_sft_batches_pad_shift_and_loss(tok):
                                   for b in range(3))
     # AnswerLoss (what finetune trains) gives the same loss and the same gradients with a smaller LM head
     wrapped_logits, wrapped = AnswerLoss(model)(x, attention_mask=mask, targets=y)
-    assert wrapped_logits.shape == (int(keep.sum()), tok.n_vocab)
+    assert wrapped_logits is None  # the logits are never formed whole (gpt_lab.loss.chunked_lm_loss)
     assert torch.allclose(wrapped, loss, atol=1e-6)
     grad_full = torch.autograd.grad(loss, model.transformer.wte.weight)[0]
     grad_wrapped = torch.autograd.grad(wrapped, model.transformer.wte.weight)[0]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from gpt_lab.device import autocast, compute_dtype, cpu_has_bf16
 from gpt_lab.model import GPT, GPTConfig
-from gpt_lab.loss import IGNORE_INDEX, lm_loss, shift_labels
+from gpt_lab.loss import IGNORE_INDEX, chunked_lm_loss, lm_loss, shift_labels
 from gpt_lab.train import (
     TrainConfig,
     configure_optimizer,
@@ -46,6 +46,44 @@ def test_lm_loss_is_cross_entropy_over_learned_positions():
     torch.testing.assert_close(lm_loss(logits, targets), F.cross_entropy(logits.transpose(1, 2), targets))
     with pytest.raises(ValueError, match="disagree"):
         lm_loss(logits, targets[:, :4])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_chunked_lm_loss_gives_pytorchs_loss_and_gradients(chunk):
+    """Reference: F.cross_entropy on F.linear, every chunk size (one row; uneven; all rows at once)."""
+    g = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(10, 8, generator=g), torch.randn(13, 8, generator=g)
+    targets = torch.randint(0, 13, (10,), generator=g)
+    h1, w1 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    h2, w2 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    expected = F.cross_entropy(F.linear(h1, w1), targets)
+    loss = chunked_lm_loss(h2, w2, targets, chunk=chunk)
+    torch.testing.assert_close(loss, expected)
+    (2 * expected).backward()
+    (2 * loss).backward()  # the upstream gradient scales the stored ones
+    torch.testing.assert_close(h2.grad, h1.grad)
+    torch.testing.assert_close(w2.grad, w1.grad)
+    with torch.no_grad():  # evaluation: the loss alone
+        torch.testing.assert_close(chunked_lm_loss(hidden, weight, targets, chunk=chunk), expected.detach())
+    with pytest.raises(ValueError, match="disagree"):
+        chunked_lm_loss(hidden, weight, targets[:4])
+
+
+def test_chunked_lm_loss_under_bf16_autocast_matches_lm_loss():
+    """With bf16 autocast (how SFT trains on a CPU) the loss and gradients agree with autocast's own path to
+    bf16 precision."""
+    g = torch.Generator().manual_seed(1)
+    hidden, weight = torch.randn(300, 32, generator=g), 0.1 * torch.randn(500, 32, generator=g)
+    targets = torch.randint(0, 500, (300,), generator=g)
+    grads = []
+    for fn in (lambda h, w: lm_loss(F.linear(h, w)[None], targets[None]), lambda h, w: chunked_lm_loss(h, w, targets)):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = fn(h, w)
+        loss.backward()
+        grads.append((loss.detach(), h.grad, w.grad))
+    for ours, theirs in zip(grads[1], grads[0]):
+        torch.testing.assert_close(ours, theirs, rtol=2e-2, atol=2e-2 * float(theirs.abs().max()))
 
 
 def test_shift_labels_ignores_the_last_position():
