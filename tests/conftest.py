@@ -10,16 +10,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # `make test` runs two workers on two cores: one thread each, no oversubscription
 
 
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory):
+    """A folder of the whole test session: under pytest-xdist (`make test`), shared by every worker (the
+    folder above their own temporary folders), so what is made there under a file lock is made once."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _cache_dir(tmp_path_factory):
-    """A cache shared by the whole session (tokens and tiny checkpoints are made once, under a file lock,
-    also when pytest-xdist's workers share it through the folder above their temporary folders)."""
-    if "GPT_LAB_TEST_CACHE" in os.environ:
-        os.environ["GPT_LAB_CACHE"] = os.environ["GPT_LAB_TEST_CACHE"]
-    elif os.environ.get("PYTEST_XDIST_WORKER"):
-        os.environ["GPT_LAB_CACHE"] = str(tmp_path_factory.getbasetemp().parent / "gpt_lab_cache")
-    else:
-        os.environ["GPT_LAB_CACHE"] = str(tmp_path_factory.mktemp("gpt_lab_cache"))
+def _cache_dir(shared_tmp):
+    """A cache shared by the whole session (tokens and tiny checkpoints are made once, under a file lock)."""
+    os.environ["GPT_LAB_CACHE"] = os.environ.get("GPT_LAB_TEST_CACHE") or str(shared_tmp / "gpt_lab_cache")
     yield
 
 

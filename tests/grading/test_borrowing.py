@@ -97,6 +97,7 @@ def test_no_loaded_function_looks_like_a_reference():
             continue
         if code is not None:
             references[id(code)] = code
+    gc.collect()  # modules other tests exec'd (reference cycles) are garbage, not loaded code
     codes = {id(c): c for f in gc.get_objects() if type(f) is types.FunctionType for c in _nested(f.__code__)}
     assert len(codes) > 10_000
     lookalikes = [(c.co_filename, c.co_name, watch.label(c)) for key, c in codes.items()

@@ -354,14 +354,12 @@ def grade_archive(archive, out, env=None):
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory):
+def batch(shared_tmp):
     """Grade all hostile notebooks in one run (a `Batch`).
 
     Graded once per test session: under pytest-xdist (`make test`, two workers) the first worker to ask
-    grades, the other waits for the run and reads it (the folder above the workers' temporary folders is
-    shared)."""
-    base = tmp_path_factory.getbasetemp()
-    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "hostile"
+    grades, the other waits for the run and reads it."""
+    root = shared_tmp / "hostile"
     return build_once(root / "batch.json", lambda: _grade_batch(root), _read_batch)
 
 
