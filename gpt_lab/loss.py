@@ -45,20 +45,31 @@ def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
 
 def _chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
                   grads: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(mean loss, d loss / d hidden, d loss / d weight), the gradients only when `grads`."""
+    """(mean loss, d loss / d hidden, d loss / d weight), the gradients only when `grads`.
+
+    Under autocast, `hidden` and `weight` are cast to its dtype once, not at every chunk's matmul.
+    """
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     n = hidden.shape[0]
     total = torch.zeros((), device=hidden.device)
     grad_hidden = torch.empty_like(hidden) if grads else None
     grad_weight = torch.zeros(weight.shape, device=weight.device) if grads else None  # float32 sums
-    for i in range(0, n, chunk):
-        h, y = hidden[i:i + chunk], targets[i:i + chunk]
-        logits = (h @ weight.T).float()                                    # (c, V)
-        total += (torch.logsumexp(logits, -1) - logits.gather(1, y[:, None])[:, 0]).sum()
-        if grads:
-            d_logits = torch.softmax(logits, -1)                           # d(-log p_y) / d logits = p - onehot(y)
-            d_logits[torch.arange(len(y), device=y.device), y] -= 1
-            grad_hidden[i:i + chunk] = d_logits @ weight
-            grad_weight += (d_logits.T @ h).float()
+    with torch.autocast(device, enabled=False):
+        w, hs = weight.to(dtype), hidden.to(dtype)
+        for i in range(0, n, chunk):
+            h, y = hs[i:i + chunk], targets[i:i + chunk]
+            logits = (h @ w.T).float()                                     # (c, V)
+            top = logits.amax(-1, keepdim=True)
+            p = (logits - top).exp_()                                      # softmax numerator, one exp
+            norm = p.sum(-1, keepdim=True)
+            total += (top + norm.log()).sum() - logits.gather(1, y[:, None]).sum()  # logsumexp - target logit
+            if grads:
+                p /= norm                                                  # d(-log p_y) / d logits = p - onehot(y)
+                p[torch.arange(len(y), device=y.device), y] -= 1
+                d_logits = p.to(dtype)
+                grad_hidden[i:i + chunk] = d_logits @ w
+                grad_weight += d_logits.T @ h
     return total / n, grad_hidden / n if grads else None, grad_weight / n if grads else None
 
 
