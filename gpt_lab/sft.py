@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from gpt_lab.attention import scaled_dot_product_attention
 from gpt_lab.cache import build_once, cache_dir, fingerprint
 from gpt_lab.data import collate, pad_sequences, split_modules, stdlib_functions
 from gpt_lab.presets import Bundle, fast_mode, load_bundle, pretrained
@@ -270,7 +271,8 @@ def finetune(model: torch.nn.Module, tokenizer, train_examples: Sequence[SFTExam
              warmup_steps: int | None = None, progress: bool | None = None) -> History:
     """Fine-tune `model` in place on the examples with `gpt_lab.train.train`; return its History.
 
-    The loop runs on `AnswerLoss(model)` (same loss, output layer only at learned positions).
+    The loop runs on `AnswerLoss(model)` (same loss, output layer only at learned positions), on CPU
+    with the written-out attention (faster there for rows this short).
     Defaults come from `default_recipe()`; with `val_examples` the validation loss (on the same
     loss mask) is recorded every steps // 5 steps. The model is left in eval mode.
     """
@@ -284,7 +286,17 @@ def finetune(model: torch.nn.Module, tokenizer, train_examples: Sequence[SFTExam
                          warmup_steps=min(recipe.warmup_steps if warmup_steps is None else warmup_steps, steps),
                          eval_interval=max(1, steps // 5) if val_examples else 0, eval_steps=4, cpu_bf16=True,
                          progress=progress)
-    history = train(AnswerLoss(model), batches, config)
+    # On CPU the written-out attention trains faster than PyTorch's fused kernel at rows this short
+    # (benchmarks/sft_step.py: 32 rows of 131 tokens, about 15 ms against 7 ms a layer, forward and
+    # backward); on a GPU the fused kernel wins. Both compute the same attention.
+    written_out = device.type == "cpu" and model.transformer.h[0].attn.attention_fn is None
+    if written_out:
+        model.set_attention(scaled_dot_product_attention)
+    try:
+        history = train(AnswerLoss(model), batches, config)
+    finally:
+        if written_out:
+            model.set_attention(None)
     model.eval()
     return history
 

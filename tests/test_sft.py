@@ -215,6 +215,33 @@ def test_finetune_lowers_the_answer_loss(tok):
     assert not model.training
 
 
+def test_finetune_trains_with_the_written_out_attention_on_cpu(tok, monkeypatch):
+    """On CPU the loop runs the written-out attention (faster there) and gives the model back as it was:
+    with its own fused attention, or with the attention function a student set."""
+    import gpt_lab.sft as sft
+    from gpt_lab.attention import scaled_dot_product_attention
+
+    calls = {"written out": 0, "student": 0}
+
+    def counting(name):
+        def attend(q, k, v, mask=None):
+            calls[name] += 1
+            return scaled_dot_product_attention(q, k, v, mask)
+        return attend
+
+    monkeypatch.setattr(sft, "scaled_dot_product_attention", counting("written out"))
+    model = tiny_model(tok)
+    finetune(model, tok, TOY, steps=2, lr=3e-3, batch_size=4, warmup_steps=1)
+    assert calls["written out"] == 2 * 2  # 2 steps x 2 layers
+    assert all(block.attn.attention_fn is None for block in model.transformer.h)
+
+    student = counting("student")
+    model.set_attention(student)
+    finetune(model, tok, TOY, steps=2, lr=3e-3, batch_size=4, warmup_steps=1)
+    assert calls == {"written out": 4, "student": 4}
+    assert all(block.attn.attention_fn is student for block in model.transformer.h)
+
+
 def test_masking_decides_what_is_learned(tok):
     """Without the mask the prompt is learned too; with it, only the answer."""
     prompt_loss = {}
