@@ -8,7 +8,8 @@ Prints markdown tables (the numbers the prompting and SFT chapters quote):
 1. few-shot accuracy of the base model on the function-name task written as code + "# name:"
    comments, for 0..8 shots (short functions, so 8 shots fit the 256-token context);
 2. exact match per task for the base model (zero-shot, chat template) and after SFT on both
-   tasks with and without the prompt loss mask, with the fine-tuning time (wall clock and CPU).
+   tasks with and without the prompt loss mask (token embeddings frozen, as `finetune` does by
+   default), and masked with the embeddings trained too, with the fine-tuning time (wall clock and CPU).
 Fine-tuning starts from a fresh copy of `pretrained("python", preset)`; nothing is cached.
 Timings on a shared machine are inflated by whatever else runs there.
 """
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--shot-code-tokens", type=int, default=18, help="max code tokens in few-shot examples")
     parser.add_argument("--shots", default="0,1,2,4,8")
     parser.add_argument("--skip-nomask", action="store_true")
+    parser.add_argument("--skip-embeddings", action="store_true", help="no run with the embeddings trained")
     args = parser.parse_args()
 
     base = load_bundle(args.checkpoint) if args.checkpoint else pretrained("python", args.preset)
@@ -72,15 +74,17 @@ def main() -> None:
     rows = [("base model, zero-shot (chat template)", {t: evaluate_exact_match(base.model, tok, v)
                                                         for t, v in test.items()}, None, None)]
     short_sft = short(test_set)[:args.n_eval]
-    for mask in (True, False) if not args.skip_nomask else (True,):
+    runs = [(True, False)] + [(False, False)] * (not args.skip_nomask) + [(True, True)] * (not args.skip_embeddings)
+    for mask, embeddings in runs:
         model = copy.deepcopy(base.model)
         cpu0 = time.process_time()
         history = finetune(model, tok, train_set, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-                           mask_prompt=mask)
+                           mask_prompt=mask, train_embeddings=embeddings)
         cpu = time.process_time() - cpu0
         acc = {t: evaluate_exact_match(model, tok, v) for t, v in test.items()}
         acc["short"] = evaluate_exact_match(model, tok, short_sft)
-        name = f"SFT {'masked' if mask else 'unmasked'} prompt, {args.steps} steps x {args.batch_size}"
+        name = (f"SFT {'masked' if mask else 'unmasked'} prompt{', embeddings trained' if embeddings else ''}, "
+                f"{args.steps} steps x {args.batch_size}")
         rows.append((name, acc, history.seconds, cpu))
     print(f"\n## Exact match on held-out modules (up to {args.n_eval} examples per task)\n")
     print("| model | function-name | arguments | function-name, short (few-shot set) | fine-tuning wall s | CPU s |")

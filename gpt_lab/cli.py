@@ -47,11 +47,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from gpt_lab.sft import finetuned
 
     bundle = finetuned(args.task, base_corpus=args.corpus, base_preset=args.preset, mask_prompt=not args.no_mask,
-                       device=args.device, seed=args.seed)
+                       device=args.device, seed=args.seed, train_embeddings=args.train_embeddings)
     info = bundle.info
     print(f"checkpoint: {bundle.path}")
     print(f"base model: {info['base']}")
-    print(f"prompt masked: {info['mask_prompt']}, {info['n_train']} train examples, "
+    print(f"prompt masked: {info['mask_prompt']}, embeddings trained: {info['train_embeddings']}, "
+          f"{info['n_train']} train examples, "
           f"{info['recipe']['steps']} steps in {info['seconds']:.1f} s")
     for task, accuracy in info["accuracy"].items():
         print(f"{task} accuracy (exact match, held-out modules): {accuracy:.1%}")
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="supervised fine-tuning of the course model on a code task (cached)")
     p.add_argument("--task", default="function-name", help="function-name, arguments, or all")
     p.add_argument("--no-mask", action="store_true", help="learn the prompt too (no loss mask)")
+    p.add_argument("--train-embeddings", action="store_true",
+                   help="train the token embedding too (frozen by default)")
     p.add_argument("--corpus", default="python", help="corpus of the base model")
     p.add_argument("--preset", default="course", help="preset of the base model")
     p.add_argument("--device", default=None)

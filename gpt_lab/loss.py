@@ -40,12 +40,14 @@ def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
                          f"{tuple(targets.shape)} disagree: expected (N, C), (V, C) and (N,)")
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return _ChunkedLMLoss.apply(hidden, weight, targets, chunk)
-    return _chunked_loss(hidden, weight, targets, chunk, grads=False)[0]
+    return _chunked_loss(hidden, weight, targets, chunk)[0]
 
 
 def _chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
-                  grads: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(mean loss, d loss / d hidden, d loss / d weight), the gradients only when `grads`.
+                  grad_hidden: bool = False, grad_weight: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(mean loss, d loss / d hidden, d loss / d weight), each gradient only when asked for (a frozen
+    LM head, as in fine-tuning, skips the (V x C) one: a third of the head's matmuls).
 
     Under autocast, `hidden` and `weight` are cast to its dtype once, not at every chunk's matmul.
     """
@@ -53,8 +55,8 @@ def _chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Ten
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     n = hidden.shape[0]
     total = torch.zeros((), device=hidden.device)
-    grad_hidden = torch.empty_like(hidden) if grads else None
-    grad_weight = torch.zeros(weight.shape, device=weight.device) if grads else None  # float32 sums
+    d_hidden = torch.empty_like(hidden) if grad_hidden else None
+    d_weight = torch.zeros(weight.shape, device=weight.device) if grad_weight else None  # float32 sums
     with torch.autocast(device, enabled=False):
         w, hs = weight.to(dtype), hidden.to(dtype)
         for i in range(0, n, chunk):
@@ -64,13 +66,15 @@ def _chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Ten
             p = (logits - top).exp_()                                      # softmax numerator, one exp
             norm = p.sum(-1, keepdim=True)
             total += (top + norm.log()).sum() - logits.gather(1, y[:, None]).sum()  # logsumexp - target logit
-            if grads:
+            if grad_hidden or grad_weight:
                 p /= norm                                                  # d(-log p_y) / d logits = p - onehot(y)
                 p[torch.arange(len(y), device=y.device), y] -= 1
                 d_logits = p.to(dtype)
-                grad_hidden[i:i + chunk] = d_logits @ w
-                grad_weight += d_logits.T @ h
-    return total / n, grad_hidden / n if grads else None, grad_weight / n if grads else None
+                if grad_hidden:
+                    d_hidden[i:i + chunk] = d_logits @ w
+                if grad_weight:
+                    d_weight += d_logits.T @ h
+    return (total / n, d_hidden / n if grad_hidden else None, d_weight / n if grad_weight else None)
 
 
 class _ChunkedLMLoss(torch.autograd.Function):
@@ -78,14 +82,16 @@ class _ChunkedLMLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk):
-        loss, grad_hidden, grad_weight = _chunked_loss(hidden, weight, targets, chunk, grads=True)
-        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        need_hidden, need_weight = ctx.needs_input_grad[:2]
+        loss, grad_hidden, grad_weight = _chunked_loss(hidden, weight, targets, chunk, need_hidden, need_weight)
+        ctx.save_for_backward(grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype))
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None
+        return (None if grad_hidden is None else grad_hidden * grad_loss,
+                None if grad_weight is None else grad_weight * grad_loss, None, None)
 
 
 def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

@@ -208,7 +208,8 @@ def test_finetune_lowers_the_answer_loss(tok):
     model = tiny_model(tok)
     masked = sft_batches(TOY, tok, batch_size=4, block_size=64)
     before = evaluate(model, lambda split, step: masked("train", step), steps=1)["loss"]
-    history = finetune(model, tok, TOY, val_examples=TOY, steps=40, lr=3e-3, batch_size=4, warmup_steps=2)
+    history = finetune(model, tok, TOY, val_examples=TOY, steps=40, lr=3e-3, batch_size=4, warmup_steps=2,
+                       train_embeddings=True)  # a random model: nothing in its embedding is worth keeping
     after = evaluate(model, lambda split, step: masked("train", step), steps=1)["loss"]
     assert len(history.train_loss) == 40 and history.val_loss
     assert after < 0.2 * before, (before, after)
@@ -242,12 +243,30 @@ def test_finetune_trains_with_the_written_out_attention_on_cpu(tok, monkeypatch)
     assert all(block.attn.attention_fn is student for block in model.transformer.h)
 
 
+def test_finetune_freezes_the_token_embeddings_unless_asked(tok):
+    """The token embedding (also the LM head) is left exactly as it was, not even weight decay touches
+    it, and is given back trainable; everything else trains. `train_embeddings=True` trains it too."""
+    model = tiny_model(tok)
+    embeddings, positions = (model.transformer.wte.weight.detach().clone(),
+                             model.transformer.wpe.weight.detach().clone())
+    masked = sft_batches(TOY, tok, batch_size=4, block_size=64)
+    before = evaluate(model, lambda split, step: masked("train", step), steps=1)["loss"]
+    finetune(model, tok, TOY, steps=20, lr=3e-3, batch_size=4, warmup_steps=1)
+    assert evaluate(model, lambda split, step: masked("train", step), steps=1)["loss"] < 0.95 * before
+    assert torch.equal(model.transformer.wte.weight, embeddings)
+    assert not torch.equal(model.transformer.wpe.weight, positions)
+    assert model.transformer.wte.weight.requires_grad and model.lm_head.weight is model.transformer.wte.weight
+    finetune(model, tok, TOY, steps=3, lr=3e-3, batch_size=4, warmup_steps=1, train_embeddings=True)
+    assert not torch.equal(model.transformer.wte.weight, embeddings)
+
+
 def test_masking_decides_what_is_learned(tok):
     """Without the mask the prompt is learned too; with it, only the answer."""
     prompt_loss = {}
     for mask_prompt in (True, False):
         model = tiny_model(tok)
-        finetune(model, tok, TOY, steps=30, lr=3e-3, batch_size=4, mask_prompt=mask_prompt, warmup_steps=2)
+        finetune(model, tok, TOY, steps=30, lr=3e-3, batch_size=4, mask_prompt=mask_prompt, warmup_steps=2,
+                 train_embeddings=True)
         full = sft_batches(TOY, tok, batch_size=4, block_size=64, mask_prompt=False)
         answer_only = sft_batches(TOY, tok, batch_size=4, block_size=64, mask_prompt=True)
         x, y_all, m = full("train", 0)
@@ -262,7 +281,7 @@ def test_masking_decides_what_is_learned(tok):
 
 def test_evaluate_exact_match_on_a_memorized_model(tok):
     model = tiny_model(tok)
-    finetune(model, tok, TOY, steps=80, lr=3e-3, batch_size=4, warmup_steps=2)
+    finetune(model, tok, TOY, steps=80, lr=3e-3, batch_size=4, warmup_steps=2, train_embeddings=True)
     assert predict(model, tok, TOY) == [e.answer for e in TOY]
     assert evaluate_exact_match(model, tok, TOY) == 1.0
     wrong = [SFTExample(e.system, e.user, "other", e.task, e.module, e.code) for e in TOY[:2]]

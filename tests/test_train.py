@@ -69,6 +69,24 @@ def test_chunked_lm_loss_gives_pytorchs_loss_and_gradients(chunk):
         chunked_lm_loss(hidden, weight, targets[:4])
 
 
+def test_chunked_lm_loss_with_a_frozen_head_gives_only_the_hidden_gradient(monkeypatch):
+    """A frozen LM head (fine-tuning freezes the tied embedding) gets no gradient and costs none: the
+    hidden states' gradient is still PyTorch's, and no (V x C) product is made."""
+    g = torch.Generator().manual_seed(2)
+    hidden, weight = torch.randn(10, 8, generator=g), torch.randn(13, 8, generator=g)
+    targets = torch.randint(0, 13, (10,), generator=g)
+    h1, h2 = hidden.clone().requires_grad_(), hidden.clone().requires_grad_()
+    F.cross_entropy(F.linear(h1, weight), targets).backward()
+    products = []
+    real_matmul = torch.Tensor.__matmul__
+    monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, b: products.append(tuple(a.shape)) or real_matmul(a, b))
+    chunked_lm_loss(h2, weight, targets, chunk=4).backward()
+    monkeypatch.undo()
+    torch.testing.assert_close(h2.grad, h1.grad)
+    assert weight.grad is None
+    assert products == [(4, 8), (4, 13)] * 2 + [(2, 8), (2, 13)], products  # logits and d hidden per chunk only
+
+
 def test_chunked_lm_loss_under_bf16_autocast_matches_lm_loss():
     """With bf16 autocast (how SFT trains on a CPU) the loss and gradients agree with autocast's own path to
     bf16 precision."""
