@@ -5,8 +5,9 @@
 Defaults: the `full` SFT recipe (gpt_lab.sft.RECIPES).
 
 Prints markdown tables (the numbers the prompting and SFT chapters quote):
-1. few-shot accuracy of the base model on the function-name task written as code + "# name:"
-   comments, for 0..8 shots (short functions, so 8 shots fit the 256-token context);
+1. few-shot accuracy of the base model on the arguments task as chapter 7 writes it (code +
+   "# arguments:" comments; K shots of at most (block - 16) // (K + 2) tokens each, so K shots, a
+   longer query and 16 new tokens fit the context), for 0, 1, 2, 4 shots with 95% Wilson intervals;
 2. exact match per task for the base model (zero-shot, chat template) and after SFT on both
    tasks with and without the prompt loss mask (token embeddings frozen, as `finetune` does by
    default), and masked with the embeddings trained too, with the fine-tuning time (wall clock and CPU).
@@ -22,7 +23,7 @@ import time
 import torch
 
 from gpt_lab.presets import load_bundle, pretrained
-from gpt_lab.prompting import accuracy_vs_shots
+from gpt_lab.prompting import CODE_ARGUMENTS_FORMAT, accuracy_vs_shots, binomial_interval, few_shot_prompt
 from gpt_lab.sft import TASKS, default_recipe, evaluate_exact_match, example_length, finetune, function_tasks
 
 
@@ -39,8 +40,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=recipe.lr)
     parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
     parser.add_argument("--n-eval", type=int, default=recipe.n_eval, help="test examples per task")
-    parser.add_argument("--shot-code-tokens", type=int, default=18, help="max code tokens in few-shot examples")
-    parser.add_argument("--shots", default="0,1,2,4,8")
+    parser.add_argument("--shots", default="0,1,2,4")
     parser.add_argument("--skip-nomask", action="store_true")
     parser.add_argument("--skip-embeddings", action="store_true", help="no run with the embeddings trained")
     args = parser.parse_args()
@@ -57,23 +57,27 @@ def main() -> None:
           f"({len({e.module.split('.')[0] for e in test_set})} held-out packages); "
           f"scoring {', '.join(f'{len(v)} {k}' for k, v in test.items())}")
 
-    # 1. few-shot prompting of the base model (short functions: code + "# name: ..." blocks)
-    short = lambda exs: [e for e in exs if e.task == "function-name" and  # noqa: E731
-                         len(tok.encode(e.code)) <= args.shot_code_tokens]
-    queries, shot_pool = short(splits.test)[:args.n_eval], short(splits.train)
+    # 1. few-shot prompting of the base model, as chapter 7 does it
     shots = tuple(int(k) for k in args.shots.split(","))
+    shot_budget = (block - 16) // (max(shots) + 2)                 # tokens per example
+    query_budget = block - 16 - max(shots) * shot_budget            # the query: shots + query + 16 new fit
+    few_tasks = function_tasks(("arguments",), max_code_tokens=query_budget)
+    shot_tokens = lambda e: len(tok.encode(few_shot_prompt([(e.code, e.answer)], "", **CODE_ARGUMENTS_FORMAT)))  # noqa: E731
+    pool = [e for e in few_tasks.train if shot_tokens(e) <= shot_budget]
+    queries = [e for e in few_tasks.test if shot_tokens(e) <= query_budget][:args.n_eval]
     t0 = time.perf_counter()
-    few = accuracy_vs_shots(base.model, tok, queries, shots=shots, shot_examples=shot_pool, max_new_tokens=10)
-    print(f"\n## Few-shot prompting, base model ({len(queries)} held-out functions of <= {args.shot_code_tokens} "
-          f"tokens, {time.perf_counter() - t0:.0f} s)\n")
+    few = accuracy_vs_shots(base.model, tok, queries, shots=shots, shot_examples=pool, **CODE_ARGUMENTS_FORMAT)
+    print(f"\n## Few-shot prompting, base model ({len(queries)} held-out functions, arguments task, "
+          f"{time.perf_counter() - t0:.0f} s)\n")
     print("| shots | " + " | ".join(str(k) for k in shots) + " |")
     print("|---" * (len(shots) + 1) + "|")
-    print("| exact match | " + " | ".join(f"{few[k]:.1%}" for k in shots) + " |")
+    cells = [f"{few[k]:.1%} [{lo:.1%}, {hi:.1%}]" for k in shots
+             for lo, hi in [binomial_interval(round(few[k] * len(queries)), len(queries))]]
+    print("| exact match [95% interval] | " + " | ".join(cells) + " |")
 
     # 2. base model zero-shot with the chat template, then SFT with and without the loss mask
     rows = [("base model, zero-shot (chat template)", {t: evaluate_exact_match(base.model, tok, v)
                                                         for t, v in test.items()}, None, None)]
-    short_sft = short(test_set)[:args.n_eval]
     runs = [(True, False)] + [(False, False)] * (not args.skip_nomask) + [(True, True)] * (not args.skip_embeddings)
     for mask, embeddings in runs:
         model = copy.deepcopy(base.model)
@@ -82,15 +86,15 @@ def main() -> None:
                            mask_prompt=mask, train_embeddings=embeddings)
         cpu = time.process_time() - cpu0
         acc = {t: evaluate_exact_match(model, tok, v) for t, v in test.items()}
-        acc["short"] = evaluate_exact_match(model, tok, short_sft)
+        acc["few-shot queries"] = evaluate_exact_match(model, tok, queries)
         name = (f"SFT {'masked' if mask else 'unmasked'} prompt{', embeddings trained' if embeddings else ''}, "
                 f"{args.steps} steps x {args.batch_size}")
         rows.append((name, acc, history.seconds, cpu))
     print(f"\n## Exact match on held-out modules (up to {args.n_eval} examples per task)\n")
-    print("| model | function-name | arguments | function-name, short (few-shot set) | fine-tuning wall s | CPU s |")
+    print("| model | function-name | arguments | arguments, the few-shot queries | fine-tuning wall s | CPU s |")
     print("|---|---|---|---|---|---|")
     for name, acc, wall, cpu in rows:
-        cells = [f"{acc[t]:.1%}" for t in TASKS] + [f"{acc['short']:.1%}" if "short" in acc else "-"]
+        cells = [f"{acc[t]:.1%}" for t in TASKS] + [f"{acc['few-shot queries']:.1%}" if "few-shot queries" in acc else "-"]
         cells += [f"{wall:.0f}" if wall is not None else "-", f"{cpu:.0f}" if cpu is not None else "-"]
         print(f"| {name} | " + " | ".join(cells) + " |")
 

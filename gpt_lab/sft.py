@@ -228,7 +228,11 @@ class AnswerLoss(torch.nn.Module):
     over the targets that are not IGNORE_INDEX. With a masked prompt only the few answer positions
     of each row pay for the (C x vocab) LM head, the most expensive layer of the course model;
     without the mask, `chunked_lm_loss` keeps the (positions x vocab) logits from ever existing
-    whole. Parameters are the model's own: training the wrapper trains the model.
+    whole. Rows padded on the right only (as `sft_batches` pads them) run without the attention mask:
+    the padding comes after every real token, so causal attention never shows it to a real position,
+    and the positions and smeared keys of real tokens are those of the unpadded row; the plain causal
+    mask costs less than the per-row one. Parameters are the model's own: training the wrapper trains
+    the model.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -239,6 +243,8 @@ class AnswerLoss(torch.nn.Module):
                 targets: torch.Tensor | None = None) -> tuple[None, torch.Tensor]:
         if targets is None:
             raise ValueError("AnswerLoss needs targets: it computes the loss only where targets are learned")
+        if attention_mask is not None and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
+            attention_mask = None  # right padding only: the causal mask already hides it from every real token
         hidden, _ = self.model.hidden_states(idx, attention_mask)          # (B, T, C)
         keep = targets != IGNORE_INDEX                                     # (B, T)
         return None, chunked_lm_loss(hidden[keep], self.model.lm_head.weight, targets[keep])  # N learned rows

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt_lab.data import function_arguments
+from gpt_lab.data import collate, function_arguments
 from gpt_lab.model import GPT, GPTConfig
 from gpt_lab.sft import (SYSTEM_PROMPT, TASKS, AnswerLoss, SFTExample, apply_chat_template,
                          build_sft_example, evaluate_exact_match, finetune, finetuned, function_tasks, predict,
@@ -33,9 +33,10 @@ def tok():
     return CompactTokenizer(get_tokenizer().encode("\n".join(texts), allowed_special="all"))
 
 
-def tiny_model(tok, seed=0):
+def tiny_model(tok, seed=0, key_shift=False):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=tok.n_vocab, block_size=64, n_layer=2, n_head=2, n_embd=48, dropout=0.0))
+    return GPT(GPTConfig(vocab_size=tok.n_vocab, block_size=64, n_layer=2, n_head=2, n_embd=48, dropout=0.0,
+                         key_shift=key_shift))
 
 
 # ----------------------------------------------------------------------------- template
@@ -165,12 +166,27 @@ def test_sft_batches_pad_shift_and_loss(tok):
     assert int(keep.sum()) == sum(len(tok.encode(" " + rows[tuple(x[b, :int(mask[b].sum())].tolist())].answer)) + 1
                                   for b in range(3))
     # AnswerLoss (what finetune trains) gives the same loss and the same gradients with a smaller LM head
-    wrapped_logits, wrapped = AnswerLoss(model)(x, attention_mask=mask, targets=y)
-    assert wrapped_logits is None  # the logits are never formed whole (gpt_lab.loss.chunked_lm_loss)
-    assert torch.allclose(wrapped, loss, atol=1e-6)
-    grad_full = torch.autograd.grad(loss, model.transformer.wte.weight)[0]
-    grad_wrapped = torch.autograd.grad(wrapped, model.transformer.wte.weight)[0]
-    assert torch.allclose(grad_full, grad_wrapped, atol=1e-6)
+    # and, for these right-padded rows, without the attention mask; with smeared keys too
+    for model in (model, tiny_model(tok, key_shift=True)):
+        _, loss = model(x, attention_mask=mask, targets=y)
+        wrapped_logits, wrapped = AnswerLoss(model)(x, attention_mask=mask, targets=y)
+        assert wrapped_logits is None  # the logits are never formed whole (gpt_lab.loss.chunked_lm_loss)
+        assert torch.allclose(wrapped, loss, atol=1e-6)
+        for weight in (model.transformer.wte.weight, model.transformer.h[0].attn.c_attn.weight):
+            grad_full = torch.autograd.grad(loss, weight, retain_graph=True)[0]
+            grad_wrapped = torch.autograd.grad(wrapped, weight, retain_graph=True)[0]
+            assert torch.allclose(grad_full, grad_wrapped, atol=1e-6)
+    # left padding (the real tokens at the end of the row) still needs the mask: the same loss as unpadded
+    left, left_mask = collate([x[0, :int(mask[0].sum())].tolist(), x[1, :int(mask[1].sum())].tolist()],
+                              tok.eot_token, side="left")
+    assert (left_mask == 0).any()
+    left_y = torch.where(left_mask.bool(), torch.roll(left, -1, dims=1), IGNORE_INDEX)
+    left_y[:, -1] = IGNORE_INDEX
+    _, padded = AnswerLoss(model)(left, attention_mask=left_mask, targets=left_y)
+    real = [left_mask[b].bool() for b in range(2)]
+    alone = [AnswerLoss(model)(left[b, real[b]][None], targets=left_y[b, real[b]][None])[1] for b in range(2)]
+    counts = [int((left_y[b] != IGNORE_INDEX).sum()) for b in range(2)]
+    assert torch.allclose(padded, (alone[0] * counts[0] + alone[1] * counts[1]) / sum(counts), atol=1e-5)
     with pytest.raises(ValueError, match="block_size"):
         sft_batches(TOY, tok, batch_size=2, block_size=20)
     with pytest.raises(ValueError, match="'val'"):
