@@ -130,11 +130,13 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if attention_mask is None:
             pos = torch.arange(past, past + T, device=idx.device).unsqueeze(0)
+            last = past + T - 1  # known without reading a tensor: no GPU sync, no graph break in torch.compile
         else:
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
-        if int(pos.max()) >= self.config.block_size:
+            last = int(pos.max())
+        if last >= self.config.block_size:
             raise ValueError(
-                f"sequence is longer than block_size {self.config.block_size}: position {int(pos.max())} has no "
+                f"sequence is longer than block_size {self.config.block_size}: position {last} has no "
                 "embedding (truncate the input, or generate fewer tokens)"
             )
         return pos

@@ -148,6 +148,11 @@ def test_clear_errors():
     model = tiny()
     with pytest.raises(ValueError, match="longer than block_size"):
         model(torch.zeros(1, 33, dtype=torch.long))
+    with pytest.raises(ValueError, match="position 32 has no embedding"):  # the same with an attention mask
+        model(torch.zeros(1, 33, dtype=torch.long), attention_mask=torch.ones(1, 33))
+    assert model(torch.zeros(1, 32, dtype=torch.long))[0].shape[1] == 32  # block_size tokens fit
+    padded = torch.cat([torch.zeros(1, 1), torch.ones(1, 32)], dim=1)  # 33 slots, 32 real tokens: positions 0..31
+    assert model(torch.zeros(1, 33, dtype=torch.long), attention_mask=padded)[0].shape[1] == 33
     with pytest.raises(ValueError, match="attention_mask has shape"):
         model(torch.zeros(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match="divisible"):
