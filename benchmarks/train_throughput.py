@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -88,8 +89,12 @@ def train_throughput(preset: str, device: torch.device, written_out: bool, vocab
             "model_flops": flops_per_token * tokens_per_s}
 
 
-def vs_nanogpt(device: torch.device, steps: int, compile_too: bool = True) -> list[dict]:
-    """Tokens/s of a training step: nanoGPT's model.py vs gpt_lab's, on one config (see the docstring)."""
+def vs_nanogpt(device: torch.device, steps: int, compile_too: bool = True, rounds: int = 5) -> list[dict]:
+    """Tokens/s of a training step: nanoGPT's model.py vs gpt_lab's, on one config (see the docstring).
+
+    The rows are timed in `rounds` interleaved rounds of `steps` steps each, and each row reports its median
+    round: a host whose speed drifts (a shared 2-core VM moved the nanoGPT row by 12% between two runs)
+    then slows every row alike instead of whichever ran during the slow spell."""
     import sys
     from pathlib import Path
 
@@ -102,25 +107,28 @@ def vs_nanogpt(device: torch.device, steps: int, compile_too: bool = True) -> li
     batch = 16
     x = torch.randint(0, shape["vocab_size"], (batch, shape["block_size"]), device=device)
     y = torch.roll(x, -1, dims=1)
-    rows = []
-
-    def timed(name: str, net, optimizer, cpu_bf16: bool) -> None:
-        seconds = step_seconds(net, optimizer, x, y, device, cpu_bf16, steps, warmup=3)
-        rows.append({"model": name, "precision": PRECISION[compute_dtype(device, cpu_bf16)],
-                     "tokens_per_s": x.numel() / seconds})
-        print(f"{name:<44} {rows[-1]['precision']:<6} {rows[-1]['tokens_per_s']:>10.0f}", flush=True)
-
     torch.manual_seed(0)
     theirs = nanogpt.GPT(nanogpt.GPTConfig(**shape)).to(device)
-    timed("nanoGPT model.py, its AdamW", theirs, theirs.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device.type),
-          False)
     torch.manual_seed(0)
     ours = GPT(GPTConfig(**shape)).to(device)
-    timed("gpt_lab, AdamW (foreach)", ours, configure_optimizer(ours, 1e-3, fused=False), False)
-    timed("gpt_lab, fused AdamW, autocast", ours, configure_optimizer(ours, 1e-3), True)
+    runs = [("nanoGPT model.py, its AdamW", theirs, theirs.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device.type),
+             False),
+            ("gpt_lab, AdamW (foreach)", ours, configure_optimizer(ours, 1e-3, fused=False), False),
+            ("gpt_lab, fused AdamW, autocast", ours, configure_optimizer(ours, 1e-3), True)]
     if compile_too:
-        timed("gpt_lab, fused AdamW, autocast, torch.compile", torch.compile(ours), configure_optimizer(ours, 1e-3),
-              True)
+        runs.append(("gpt_lab, fused AdamW, autocast, torch.compile", torch.compile(ours),
+                     configure_optimizer(ours, 1e-3), True))
+    for _, net, optimizer, cpu_bf16 in runs:  # warm-up (and compilation) before any timing
+        step_seconds(net, optimizer, x, y, device, cpu_bf16, steps=1, warmup=2)
+    times = {name: [] for name, *_ in runs}
+    for _ in range(rounds):
+        for name, net, optimizer, cpu_bf16 in runs:
+            times[name].append(step_seconds(net, optimizer, x, y, device, cpu_bf16, steps, warmup=0))
+    rows = []
+    for name, _, _, cpu_bf16 in runs:
+        rows.append({"model": name, "precision": PRECISION[compute_dtype(device, cpu_bf16)],
+                     "tokens_per_s": x.numel() / statistics.median(times[name])})
+        print(f"{name:<46} {rows[-1]['precision']:<6} {rows[-1]['tokens_per_s']:>10.0f}", flush=True)
     base = rows[0]["tokens_per_s"]
     for row in rows:
         row["vs_nanogpt"] = row["tokens_per_s"] / base
@@ -136,11 +144,12 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     parser.add_argument("--vs-nanogpt", action="store_true", help="time gpt_lab's step against nanoGPT's model.py")
     parser.add_argument("--no-compile", action="store_true", help="with --vs-nanogpt: skip the torch.compile row")
+    parser.add_argument("--rounds", type=int, default=5, help="with --vs-nanogpt: interleaved rounds of --steps steps")
     args = parser.parse_args()
     device = get_device(args.device)
     if args.vs_nanogpt:
         print(f"device {device}, threads {torch.get_num_threads()}, native cpu bf16 {cpu_has_bf16()}")
-        rows = vs_nanogpt(device, max(args.steps, 10), not args.no_compile)
+        rows = vs_nanogpt(device, args.steps, not args.no_compile, args.rounds)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=2)
