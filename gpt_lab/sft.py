@@ -243,11 +243,18 @@ class AnswerLoss(torch.nn.Module):
                 targets: torch.Tensor | None = None) -> tuple[None, torch.Tensor]:
         if targets is None:
             raise ValueError("AnswerLoss needs targets: it computes the loss only where targets are learned")
-        if attention_mask is not None and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
-            attention_mask = None  # right padding only: the causal mask already hides it from every real token
+        if attention_mask is not None and self._padding_is_invisible(idx, attention_mask, targets):
+            attention_mask = None
         hidden, _ = self.model.hidden_states(idx, attention_mask)          # (B, T, C)
         keep = targets != IGNORE_INDEX                                     # (B, T)
         return None, chunked_lm_loss(hidden[keep], self.model.lm_head.weight, targets[keep])  # N learned rows
+
+    def _padding_is_invisible(self, idx: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor) -> bool:
+        """True when dropping the (B, T) attention mask changes no learned position: a well-formed mask, padding
+        only at the end of each row, no target learned on padding, and rows that fit the context unpadded too."""
+        return (attention_mask.shape == idx.shape == targets.shape and idx.shape[1] <= self.model.config.block_size
+                and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+                and bool((targets[attention_mask == 0] == IGNORE_INDEX).all()))
 
 
 @dataclass(frozen=True)

@@ -165,32 +165,46 @@ def test_sft_batches_pad_shift_and_loss(tok):
     assert torch.allclose(loss, F.cross_entropy(logits[keep], y[keep]), atol=1e-6)
     assert int(keep.sum()) == sum(len(tok.encode(" " + rows[tuple(x[b, :int(mask[b].sum())].tolist())].answer)) + 1
                                   for b in range(3))
-    # AnswerLoss (what finetune trains) gives the same loss and the same gradients with a smaller LM head
-    # and, for these right-padded rows, without the attention mask; with smeared keys too
-    for model in (model, tiny_model(tok, key_shift=True)):
-        _, loss = model(x, attention_mask=mask, targets=y)
-        wrapped_logits, wrapped = AnswerLoss(model)(x, attention_mask=mask, targets=y)
-        assert wrapped_logits is None  # the logits are never formed whole (gpt_lab.loss.chunked_lm_loss)
-        assert torch.allclose(wrapped, loss, atol=1e-6)
-        for weight in (model.transformer.wte.weight, model.transformer.h[0].attn.c_attn.weight):
-            grad_full = torch.autograd.grad(loss, weight, retain_graph=True)[0]
-            grad_wrapped = torch.autograd.grad(wrapped, weight, retain_graph=True)[0]
-            assert torch.allclose(grad_full, grad_wrapped, atol=1e-6)
-    # left padding (the real tokens at the end of the row) still needs the mask: the same loss as unpadded
-    left, left_mask = collate([x[0, :int(mask[0].sum())].tolist(), x[1, :int(mask[1].sum())].tolist()],
-                              tok.eot_token, side="left")
-    assert (left_mask == 0).any()
-    left_y = torch.where(left_mask.bool(), torch.roll(left, -1, dims=1), IGNORE_INDEX)
-    left_y[:, -1] = IGNORE_INDEX
-    _, padded = AnswerLoss(model)(left, attention_mask=left_mask, targets=left_y)
-    real = [left_mask[b].bool() for b in range(2)]
-    alone = [AnswerLoss(model)(left[b, real[b]][None], targets=left_y[b, real[b]][None])[1] for b in range(2)]
-    counts = [int((left_y[b] != IGNORE_INDEX).sum()) for b in range(2)]
-    assert torch.allclose(padded, (alone[0] * counts[0] + alone[1] * counts[1]) / sum(counts), atol=1e-5)
     with pytest.raises(ValueError, match="block_size"):
         sft_batches(TOY, tok, batch_size=2, block_size=20)
     with pytest.raises(ValueError, match="'val'"):
         sft_batches(TOY, tok, batch_size=2, block_size=64)("val", 0)
+
+
+def test_answer_loss_matches_the_model_and_drops_only_invisible_padding(tok):
+    """AnswerLoss (what finetune trains): the model's loss and gradients with a smaller LM head; right-padded rows
+    run without the attention mask, any other padding keeps it (with and without smeared keys)."""
+    x, y, mask = sft_batches(TOY, tok, batch_size=3, block_size=64)("train", 0)
+    assert (mask == 0).any()  # some rows are padded
+    real = [mask[b].bool() for b in range(3)]
+    left, left_mask = collate([x[b, real[b]].tolist() for b in range(3)], tok.eot_token, side="left")
+    left_y = torch.full_like(left, IGNORE_INDEX)
+    for b in range(3):
+        left_y[b, left_mask[b].bool()] = y[b, real[b]]
+    on_padding = y.clone()
+    on_padding[~mask.bool()] = 0  # a target learned on padding: dropping the mask would change it
+    for key_shift in (False, True):
+        model = tiny_model(tok, key_shift=key_shift)
+        seen = []  # the attention mask that reaches the model
+        hidden_states = model.hidden_states
+        model.hidden_states = lambda idx, attention_mask=None, *rest: (seen.append(attention_mask),
+                                                                       hidden_states(idx, attention_mask, *rest))[1]
+        for ids, m, targets, dropped in ((x, mask, y, True), (left, left_mask, left_y, False),
+                                         (x, mask, on_padding, False)):
+            _, loss = model(ids, attention_mask=m, targets=targets)
+            logits, wrapped = AnswerLoss(model)(ids, attention_mask=m, targets=targets)
+            assert logits is None  # the logits are never formed whole (gpt_lab.loss.chunked_lm_loss)
+            assert (seen[-1] is None) == dropped
+            assert torch.allclose(wrapped, loss, atol=1e-6)
+            for weight in (model.transformer.wte.weight, model.transformer.h[0].attn.c_attn.weight):
+                grad_full = torch.autograd.grad(loss, weight, retain_graph=True)[0]
+                grad_wrapped = torch.autograd.grad(wrapped, weight, retain_graph=True)[0]
+                assert torch.allclose(grad_full, grad_wrapped, atol=1e-6)
+        # and the left-padded loss is the unpadded rows' loss (the mask does its work)
+        _, padded = AnswerLoss(model)(left, attention_mask=left_mask, targets=left_y)
+        alone = [AnswerLoss(model)(x[b, real[b]][None], targets=y[b, real[b]][None])[1] for b in range(3)]
+        counts = [int((y[b] != IGNORE_INDEX).sum()) for b in range(3)]
+        assert torch.allclose(padded, sum(a * c for a, c in zip(alone, counts)) / sum(counts), atol=1e-5)
 
 
 def test_every_example_is_seen_once_per_epoch(tok):
