@@ -13,7 +13,8 @@ the CPU has it natively and the preset trains with it; bf16 on CUDA).
 config (4 layers, 128 channels, 4 heads, vocab 50,304, context 128, batch 16): nanoGPT's `model.py`
 with its `configure_optimizers` in fp32, gpt_lab's model in fp32 with the same optimizer (the same
 work, so the same speed is expected), and gpt_lab's step as the course trains: bf16 autocast where
-the CPU has native bf16 (or on CUDA) and fused AdamW, then the same with `torch.compile`.
+the CPU has native bf16 (or on CUDA) and fused AdamW, then the same with `torch.compile`. The rows take
+turns in `--rounds` rounds of `--steps` steps; each prints its median round (see `vs_nanogpt`).
 """
 from __future__ import annotations
 
@@ -92,9 +93,12 @@ def train_throughput(preset: str, device: torch.device, written_out: bool, vocab
 def vs_nanogpt(device: torch.device, steps: int, compile_too: bool = True, rounds: int = 5) -> list[dict]:
     """Tokens/s of a training step: nanoGPT's model.py vs gpt_lab's, on one config (see the docstring).
 
-    The rows are timed in `rounds` interleaved rounds of `steps` steps each, and each row reports its median
-    round: a host whose speed drifts (a shared 2-core VM moved the nanoGPT row by 12% between two runs)
-    then slows every row alike instead of whichever ran during the slow spell."""
+    The rows are timed in `rounds` interleaved rounds of `steps` steps each; each row reports its median
+    round, and its speed-up is the median over rounds of the speed-up within the round: a host whose speed
+    drifts (a shared 2-core VM moved the nanoGPT row by 12% between two runs) then slows every row alike
+    instead of whichever ran during the slow spell."""
+    if steps < 1 or rounds < 1:
+        raise ValueError(f"need at least one step and one round, got steps={steps}, rounds={rounds}")
     import sys
     from pathlib import Path
 
@@ -124,14 +128,14 @@ def vs_nanogpt(device: torch.device, steps: int, compile_too: bool = True, round
     for _ in range(rounds):
         for name, net, optimizer, cpu_bf16 in runs:
             times[name].append(step_seconds(net, optimizer, x, y, device, cpu_bf16, steps, warmup=0))
-    rows = []
+    rows, base = [], runs[0][0]
     for name, _, _, cpu_bf16 in runs:
         rows.append({"model": name, "precision": PRECISION[compute_dtype(device, cpu_bf16)],
-                     "tokens_per_s": x.numel() / statistics.median(times[name])})
+                     "tokens_per_s": x.numel() / statistics.median(times[name]),
+                     # the speed-up within each round, then the median: a drift between rounds cancels out
+                     "vs_nanogpt": statistics.median(b / t for b, t in zip(times[base], times[name])),
+                     "rounds": rounds, "steps_per_round": steps, "round_seconds_per_step": times[name]})
         print(f"{name:<46} {rows[-1]['precision']:<6} {rows[-1]['tokens_per_s']:>10.0f}", flush=True)
-    base = rows[0]["tokens_per_s"]
-    for row in rows:
-        row["vs_nanogpt"] = row["tokens_per_s"] / base
     print("speed-up over nanoGPT: " + ", ".join(f"{r['model']}: {r['vs_nanogpt']:.2f}x" for r in rows[1:]))
     return rows
 
