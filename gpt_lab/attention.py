@@ -32,12 +32,13 @@ def scaled_dot_product_attention(
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k and v need the same number of keys, got {tuple(k.shape)} and {tuple(v.shape)}")
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T_q, T_k)
-    if mask is None:
-        weights = torch.softmax(scores, dim=-1)
-    else:
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
         empty = mask.all(dim=-1, keepdim=True)  # queries with nothing to attend to
-        scores = scores.masked_fill(mask, float("-inf")).masked_fill(empty, 0.0)
-        weights = torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)
+        if empty.any():  # (a causal mask has none: two passes over the scores saved)
+            weights = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
+            return weights @ v, weights
+    weights = torch.softmax(scores, dim=-1)
     return weights @ v, weights
 
 

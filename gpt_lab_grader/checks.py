@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 from pathlib import Path
 
 from gpt_lab_grader.confine import WALL_FACTOR
@@ -32,7 +33,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 def run_checks(lab: str, notebook: str | os.PathLike, timeout_s: float = 120, memory_mb: int = 4096,
                deny: Sequence[str | os.PathLike] = (), course: str | os.PathLike | None = None,
-               sandboxed: bool = True, wall_factor: float = WALL_FACTOR) -> list[Result]:
+               sandboxed: bool = True, wall_factor: float = WALL_FACTOR, in_process: bool = False) -> list[Result]:
     """Run the hidden checks of `lab` against `notebook`; one result per check, in file order.
 
     `timeout_s`: CPU seconds of student code for the whole run (each call gets at most the lab's per-call
@@ -41,6 +42,10 @@ def run_checks(lab: str, notebook: str | os.PathLike, timeout_s: float = 120, me
     `deny`: more paths the student's code may not touch (other students' folders, a gradebook).
     `course`: the course folder (its solutions/ and tests/ are named to the audit hook).
     `sandboxed=False`: the student's code runs without bubblewrap (only the audit hook).
+    `in_process=True`: pytest runs the checks in this process instead of a fresh one (the student's code still
+    runs in the sandbox, under its limits): no interpreter and torch to start per notebook, 2-3 s, for a caller
+    that grades many notebooks of its own (the mutation tests); there is then no wall-clock backstop around
+    the checks themselves, only the sandbox's.
     Raises `SubmissionError` if the notebook cannot be read at all, RuntimeError if the check
     file itself is broken. Everything a submission does wrong becomes a failed check.
     """
@@ -49,17 +54,27 @@ def run_checks(lab: str, notebook: str | os.PathLike, timeout_s: float = 120, me
     read_notebook(notebook)
     with tempfile.TemporaryDirectory(prefix="gpt_lab_checks_") as tmp:
         results_path = Path(tmp) / "results.jsonl"
-        env = dict(os.environ, GPT_LAB_SUBMISSION=str(notebook), GPT_LAB_MEMORY_MB=str(int(memory_mb)),
-                   GPT_LAB_CALL_TIMEOUT=str(min(spec.call_timeout_s, timeout_s)),
-                   GPT_LAB_DEADLINE=str(time.time() + wall_factor * timeout_s), GPT_LAB_CPU_BUDGET=str(timeout_s),
-                   GPT_LAB_WALL_FACTOR=str(wall_factor), GPT_LAB_RESULTS=str(results_path),
-                   GPT_LAB_DENY=os.pathsep.join(str(Path(p).resolve()) for p in deny),
-                   GPT_LAB_COURSE=str(Path(course).resolve()) if course else "",
-                   GPT_LAB_SANDBOXED="1" if sandboxed else "0", PYTHONDONTWRITEBYTECODE="1",
-                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",  # tiny tensors: threads only spin (and --jobs runs many)
-                   PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # third-party plugins (nbval: nbformat) cost seconds
-        cmd = [sys.executable, "-c", "import sys; from gpt_lab_grader.checks import _worker; "
-               "sys.exit(_worker(sys.argv[1]))", str(spec.check_file)]
+        settings = dict(GPT_LAB_SUBMISSION=str(notebook), GPT_LAB_MEMORY_MB=str(int(memory_mb)),
+                        GPT_LAB_CALL_TIMEOUT=str(min(spec.call_timeout_s, timeout_s)),
+                        GPT_LAB_DEADLINE=str(time.time() + wall_factor * timeout_s), GPT_LAB_CPU_BUDGET=str(timeout_s),
+                        GPT_LAB_WALL_FACTOR=str(wall_factor), GPT_LAB_RESULTS=str(results_path),
+                        GPT_LAB_DENY=os.pathsep.join(str(Path(p).resolve()) for p in deny),
+                        GPT_LAB_COURSE=str(Path(course).resolve()) if course else "",
+                        GPT_LAB_SANDBOXED="1" if sandboxed else "0",
+                        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # third-party plugins (nbval: nbformat) cost seconds
+        if in_process:
+            saved = dict(os.environ)
+            os.environ.update(settings)
+            try:
+                status = _run_pytest(str(spec.check_file))
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            return _read_results(results_path, int(status), "", wall_factor * timeout_s)
+        env = dict(os.environ, **settings, PYTHONDONTWRITEBYTECODE="1",
+                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # tiny tensors: threads only spin (and --jobs runs many)
+        cmd = [sys.executable, "-c", "import sys; from gpt_lab_grader.checks import _worker; _worker(sys.argv[1])",
+               str(spec.check_file)]
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
@@ -102,7 +117,7 @@ def collect_checks(lab: str) -> tuple[tuple[str, float], ...]:
         env = dict(os.environ, GPT_LAB_RESULTS=str(path), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
                    PYTHONDONTWRITEBYTECODE="1")
         cmd = [sys.executable, "-c", "import sys; from gpt_lab_grader.checks import _worker; "
-               "sys.exit(_worker(sys.argv[1], collect_only=True))", str(spec.check_file)]
+               "_worker(sys.argv[1], collect_only=True)", str(spec.check_file)]
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
         lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         collected = next((line["collected"] for line in lines if "collected" in line), None)
@@ -155,16 +170,27 @@ class ResultWriter:
         self._write({"nodeid": item.nodeid, "outcome": "failed", "message": message, "error": error})
 
 
-def _worker(check_file: str, collect_only: bool = False) -> int:
-    """In the pytest subprocess: run (or only collect) one check file, results to $GPT_LAB_RESULTS."""
+def _run_pytest(check_file: str, collect_only: bool = False) -> int:
+    """Run (or only collect) one check file with pytest in this process, results to $GPT_LAB_RESULTS."""
     import pytest
+
+    args = [check_file, "-q", "--assert=plain", "-p", "no:cacheprovider", "-p", "gpt_lab_grader.labs.adapters",
+            "--no-header", "--rootdir", str(PACKAGE_ROOT), "-c", os.devnull, "-o", "addopts=", "--tb=no"]
+    return int(pytest.main(args + (["--collect-only"] if collect_only else []),
+                           plugins=[ResultWriter(os.environ["GPT_LAB_RESULTS"])]))
+
+
+def _worker(check_file: str, collect_only: bool = False) -> NoReturn:
+    """In the pytest subprocess: `_run_pytest`, then exit with its status. The results are on disk by then (the
+    sandbox closed with the session), so the process ends at once: tearing down an interpreter that imported
+    torch takes 0.7 s, once per graded notebook."""
     import torch
 
     torch.set_num_threads(1)
-    args = [check_file, "-q", "--assert=plain", "-p", "no:cacheprovider", "-p", "gpt_lab_grader.labs.adapters",
-            "--no-header", "--rootdir", str(PACKAGE_ROOT), "-c", os.devnull, "-o", "addopts=", "--tb=no"]
-    return pytest.main(args + (["--collect-only"] if collect_only else []),
-                       plugins=[ResultWriter(os.environ["GPT_LAB_RESULTS"])])
+    status = _run_pytest(check_file, collect_only)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(status))
 
 
 def main(argv: list[str] | None = None) -> int:

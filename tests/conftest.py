@@ -7,7 +7,10 @@ import torch
 os.environ.setdefault("GPT_LAB_FAST", "1")
 os.environ.setdefault("GPT_LAB_PROGRESS", "0")
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)  # `make test` runs two workers on two cores: one thread each, no oversubscription
+    # `make test` runs two workers on two cores: one thread each, no oversubscription, and the same for what they
+    # start (nbgrader's kernels, the grader, notebooks), which would otherwise spin two threads each on a busy core
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")
