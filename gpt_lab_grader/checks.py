@@ -19,8 +19,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 from gpt_lab_grader.confine import WALL_FACTOR
 from gpt_lab_grader.labs import LABS, resolve_lab
@@ -70,7 +70,7 @@ def run_checks(lab: str, notebook: str | os.PathLike, timeout_s: float = 120, me
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
-            return _read_results(results_path, int(status), "", wall_factor * timeout_s)
+            return _read_results(results_path, status, "", wall_factor * timeout_s)
         env = dict(os.environ, **settings, PYTHONDONTWRITEBYTECODE="1",
                    OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # tiny tensors: threads only spin (and --jobs runs many)
         cmd = [sys.executable, "-c", "import sys; from gpt_lab_grader.checks import _worker; _worker(sys.argv[1])",

@@ -1,9 +1,11 @@
 """The lab registry and run_checks' contract (the hostile cases run in test_sandbox.py)."""
 import importlib
+import json
+import os
 
 import pytest
 
-from grader import LABS, Result, collect_checks, nbgrader_max_points, resolve_lab, run_checks
+from grader import LABS, Result, collect_checks, nbgrader_max_points, release, resolve_lab, run_checks, solution
 
 from gpt_lab_grader.submission import SubmissionError
 
@@ -52,3 +54,23 @@ def test_result_is_json_friendly():
     assert result.to_dict() == {"name": "test_x", "points": 0.0, "max_points": 2.0, "passed": False,
                                 "message": "wrong", "error": "StudentError"}
     assert Result.from_dict(result.to_dict()) == result
+
+
+def test_in_process_checks_give_the_same_results_and_leave_the_environment(tmp_path):
+    """run_checks(in_process=True), as the mutation tests grade, gives what a fresh pytest process gives, on a
+    notebook with one function right and the rest stubs, and leaves os.environ as it found it."""
+    nb = json.loads(release("lab02").read_text())
+    answers = {c["metadata"]["nbgrader"]["grade_id"]: c["source"] for c in json.loads(solution("lab02").read_text())["cells"]
+               if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    first = next(iter(answers))
+    for cell in nb["cells"]:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == first:
+            cell["source"] = answers[first]
+    path = tmp_path / "half.ipynb"
+    path.write_text(json.dumps(nb))
+    environ = dict(os.environ)
+    inside = run_checks("lab02", path, in_process=True)
+    assert dict(os.environ) == environ
+    outside = run_checks("lab02", path)
+    assert [(r.name, r.points, r.passed) for r in inside] == [(r.name, r.points, r.passed) for r in outside]
+    assert 0 < sum(r.points for r in inside) < sum(r.max_points for r in inside)
