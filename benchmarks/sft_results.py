@@ -24,9 +24,9 @@ import time
 import torch
 
 from gpt_lab.presets import load_bundle, pretrained
-from gpt_lab.prompting import CODE_ARGUMENTS_FORMAT, accuracy_vs_shots, binomial_interval, few_shot_prompt
-from gpt_lab.sft import (TASKS, default_recipe, evaluate_exact_match, example_length, finetune, function_tasks,
-                         predict)
+from gpt_lab.prompting import CODE_ARGUMENTS_FORMAT, accuracy_vs_shots, binomial_interval
+from gpt_lab.sft import (TASKS, default_recipe, evaluate_exact_match, example_length, few_shot_split, finetune,
+                         function_tasks, predict)
 
 
 def by_task(examples, n):
@@ -61,14 +61,10 @@ def main() -> None:
 
     # 1. few-shot prompting of the base model, as chapter 7 does it
     shots = tuple(int(k) for k in args.shots.split(","))
-    shot_budget = (block - 16) // (max(shots) + 2)                 # tokens per example
-    query_budget = block - 16 - max(shots) * shot_budget            # the query: shots + query + 16 new fit
-    few_tasks = function_tasks(("arguments",), max_code_tokens=query_budget)
-    shot_tokens = lambda e: len(tok.encode(few_shot_prompt([(e.code, e.answer)], "", **CODE_ARGUMENTS_FORMAT)))  # noqa: E731
-    pool = [e for e in few_tasks.train if shot_tokens(e) <= shot_budget]
-    queries = [e for e in few_tasks.test if shot_tokens(e) <= query_budget][:args.n_eval]
+    split = few_shot_split(tok, block, max(shots))
+    queries = split.queries[:args.n_eval]
     t0 = time.perf_counter()
-    few = accuracy_vs_shots(base.model, tok, queries, shots=shots, shot_examples=pool, **CODE_ARGUMENTS_FORMAT)
+    few = accuracy_vs_shots(base.model, tok, queries, shots=shots, shot_examples=split.pool, **CODE_ARGUMENTS_FORMAT)
     print(f"\n## Few-shot prompting, base model ({len(queries)} held-out functions, arguments task, "
           f"{time.perf_counter() - t0:.0f} s)\n")
     print("| shots | " + " | ".join(str(k) for k in shots) + " |")

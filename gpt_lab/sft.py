@@ -24,7 +24,7 @@ from gpt_lab.attention import scaled_dot_product_attention
 from gpt_lab.cache import build_once, cache_dir, fingerprint
 from gpt_lab.data import collate, pad_sequences, split_modules, stdlib_functions
 from gpt_lab.presets import Bundle, fast_mode, load_bundle, pretrained
-from gpt_lab.prompting import complete
+from gpt_lab.prompting import CODE_ARGUMENTS_FORMAT, complete, few_shot_prompt
 from gpt_lab.tokenizer import ENDOFTEXT, get_tokenizer
 from gpt_lab.loss import IGNORE_INDEX, chunked_lm_loss, shift_labels
 from gpt_lab.train import BatchFn, History, TrainConfig, save_checkpoint, train
@@ -155,6 +155,30 @@ def function_tasks(tasks: Sequence[str] = ("function-name", "arguments"), seed: 
     rng.shuffle(splits.train)
     rng.shuffle(splits.test)
     return splits
+
+
+@dataclass
+class FewShotSplit:
+    """The arguments task as few-shot prompting asks it: shots to show and held-out queries, with their budgets."""
+
+    pool: list[SFTExample]      # functions of the training packages, each at most shot_budget tokens as a shot
+    queries: list[SFTExample]   # functions of held-out packages, each at most query_budget tokens
+    shot_budget: int
+    query_budget: int
+
+
+def few_shot_split(tokenizer, block_size: int, max_shots: int, new_tokens: int = 16) -> FewShotSplit:
+    """Functions for few-shot prompts of the arguments task (code, then "# arguments: ..."), so that `max_shots`
+    shots, a query (up to twice a shot's length) and `new_tokens` new tokens always fit `block_size`."""
+    shot_budget = (block_size - new_tokens) // (max_shots + 2)       # tokens per shot
+    query_budget = block_size - new_tokens - max_shots * shot_budget  # the rest: at least two shots' worth
+    tasks = function_tasks(("arguments",), max_code_tokens=query_budget)
+
+    def n_tokens(example: SFTExample) -> int:
+        return len(tokenizer.encode(few_shot_prompt([(example.code, example.answer)], "", **CODE_ARGUMENTS_FORMAT)))
+
+    return FewShotSplit([e for e in tasks.train if n_tokens(e) <= shot_budget],
+                        [e for e in tasks.test if n_tokens(e) <= query_budget], shot_budget, query_budget)
 
 
 def example_length(example: SFTExample, tokenizer) -> int:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
+from unittest import mock
 
 from gpt_lab_grader.confine import WALL_FACTOR
 from gpt_lab_grader.labs import LABS, resolve_lab
@@ -63,13 +64,8 @@ def run_checks(lab: str, notebook: str | os.PathLike, timeout_s: float = 120, me
                         GPT_LAB_SANDBOXED="1" if sandboxed else "0",
                         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # third-party plugins (nbval: nbformat) cost seconds
         if in_process:
-            saved = dict(os.environ)
-            os.environ.update(settings)
-            try:
+            with mock.patch.dict(os.environ, settings):
                 status = _run_pytest(str(spec.check_file))
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
             return _read_results(results_path, status, "", wall_factor * timeout_s)
         env = dict(os.environ, **settings, PYTHONDONTWRITEBYTECODE="1",
                    OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # tiny tensors: threads only spin (and --jobs runs many)

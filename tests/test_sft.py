@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 from gpt_lab.data import collate, function_arguments
 from gpt_lab.model import GPT, GPTConfig
+from gpt_lab.prompting import CODE_ARGUMENTS_FORMAT, few_shot_prompt
 from gpt_lab.sft import (SYSTEM_PROMPT, TASKS, AnswerLoss, SFTExample, apply_chat_template,
-                         build_sft_example, evaluate_exact_match, finetune, finetuned, function_tasks, predict,
-                         sft_batches)
+                         build_sft_example, evaluate_exact_match, few_shot_split, finetune, finetuned, function_tasks,
+                         predict, sft_batches)
 from gpt_lab.tokenizer import CompactTokenizer, get_tokenizer
 from gpt_lab.loss import IGNORE_INDEX, shift_labels
 from gpt_lab.train import evaluate
@@ -108,6 +109,22 @@ def test_build_sft_example_rejects_empty_answer(tok):
 
 
 # ----------------------------------------------------------------------------- data
+
+def test_few_shot_split_fits_shots_query_and_answer_in_the_context():
+    """K shots, a query and the new tokens always fit; shots from training packages, queries held out."""
+    enc = get_tokenizer()
+    split = few_shot_split(enc, block_size=256, max_shots=4)
+    assert (split.shot_budget, split.query_budget) == (40, 80)  # (256 - 16) // 6, 256 - 16 - 4 * 40
+    assert len(split.pool) > 50 and len(split.queries) > 50
+    assert {e.task for e in split.pool + split.queries} == {"arguments"}
+    top = lambda exs: {e.module.split(".")[0] for e in exs}  # noqa: E731
+    assert not top(split.pool) & top(split.queries)
+    for query in split.queries[:20]:
+        prompt = few_shot_prompt([(e.code, e.answer) for e in split.pool[:4]], query.code, **CODE_ARGUMENTS_FORMAT)
+        assert len(enc.encode(prompt)) + 16 <= 256
+    n_tokens = lambda e: len(enc.encode(few_shot_prompt([(e.code, e.answer)], "", **CODE_ARGUMENTS_FORMAT)))  # noqa: E731
+    assert max(map(n_tokens, split.pool)) <= 40 < max(map(n_tokens, split.queries)) <= 80
+
 
 def test_arguments_match_inspect_signature():
     def f(a, b=1, /, c=2, *rest, d, e=3, **kw):
